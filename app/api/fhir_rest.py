@@ -1,0 +1,374 @@
+"""The FHIR REST interactions: thin handlers that parse, open the transaction and delegate.
+
+Each route is named after the FHIR interaction it implements; the CapabilityStatement is built
+from those names, so it lists exactly what is served.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+from urllib.parse import urlencode
+
+import orjson
+from fastapi import APIRouter, Path, Request
+from fastapi.responses import Response
+
+from app.db import transaction
+from app.fhir import bundles
+from app.fhir.errors import (
+    InvalidResource,
+    Issue,
+    MethodNotAllowed,
+    PayloadTooLarge,
+    operation_outcome_bytes,
+)
+from app.fhir.http import (
+    etag,
+    http_date,
+    negotiate,
+    parse_if_match,
+    parse_prefer,
+    require_json_body,
+)
+from app.fhir.repository import StoredVersion
+from app.fhir.resources import SERVED
+from app.fhir.search.dates import parse_date
+from app.fhir.store import require_valid_id
+from app.fhir.validation import require_served_type
+from app.runtime import Runtime
+
+router = APIRouter(tags=["FHIR REST"])
+
+ResourceType = Annotated[
+    str,
+    Path(
+        description="A FHIR resource type served here (see /metadata)",
+        json_schema_extra={"enum": list(SERVED)},
+    ),
+]
+ResourceId = Annotated[
+    str, Path(description="Logical id", json_schema_extra={"pattern": r"^[A-Za-z0-9\-.]{1,64}$"})
+]
+
+_OUTCOME_SCHEMA = {
+    "type": "object",
+    "required": ["resourceType", "issue"],
+    "properties": {"resourceType": {"const": "OperationOutcome"}, "issue": {"type": "array"}},
+}
+_RESOURCE_SCHEMA = {
+    "type": "object",
+    "required": ["resourceType"],
+    "properties": {"resourceType": {"type": "string", "enum": list(SERVED)}},
+    "additionalProperties": True,
+}
+_BUNDLE_SCHEMA = {
+    "type": "object",
+    "required": ["resourceType", "type"],
+    "properties": {"resourceType": {"const": "Bundle"}},
+}
+
+
+def _fhir_content(schema: dict[str, Any]) -> dict[str, Any]:
+    return {"application/fhir+json": {"schema": schema}, "application/json": {"schema": schema}}
+
+
+def _responses(success: dict[int, str], *errors: int) -> dict[int | str, Any]:
+    responses: dict[int | str, Any] = {
+        code: {"description": text, "content": _fhir_content(_RESOURCE_SCHEMA)}
+        for code, text in success.items()
+    }
+    for code in (400, 404, 406, *errors):
+        responses[code] = {
+            "description": "OperationOutcome explaining the failure",
+            "content": _fhir_content(_OUTCOME_SCHEMA),
+        }
+    return responses
+
+
+def _body(schema: dict[str, Any], media: str = "application/fhir+json") -> dict[str, Any]:
+    content = {media: {"schema": schema}}
+    if media == "application/fhir+json":
+        content["application/json"] = {"schema": schema}
+    return {"requestBody": {"required": True, "content": content}}
+
+
+def _runtime(request: Request) -> Runtime:
+    runtime: Runtime = request.app.state.runtime
+    return runtime
+
+
+async def _json_body(request: Request, *, patch: bool = False) -> Any:
+    require_json_body(request.headers.get("content-type"), patch=patch)
+    limit = _runtime(request).settings.max_body_bytes
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > limit:
+        raise PayloadTooLarge(f"The body is larger than this server's limit of {limit} bytes")
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            raise PayloadTooLarge(f"The body is larger than this server's limit of {limit} bytes")
+    if not body:
+        raise InvalidResource("The request has no body")
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError as error:
+        raise InvalidResource(f"The body is not valid JSON: {error}") from error
+
+
+def _check_interaction(resource_type: str, interaction: str) -> None:
+    require_served_type(resource_type)
+    if interaction not in SERVED[resource_type].interactions:
+        raise MethodNotAllowed(
+            f"{resource_type} does not support the '{interaction}' interaction"
+            + (
+                f": {SERVED[resource_type].documentation}"
+                if SERVED[resource_type].documentation
+                else ""
+            )
+        )
+
+
+def _resource_response(
+    request: Request,
+    stored: StoredVersion,
+    media: str,
+    *,
+    status: int = 200,
+    location: bool = False,
+    message: str = "",
+) -> Response:
+    headers = {"ETag": etag(stored.version_id), "Last-Modified": http_date(stored.last_updated)}
+    if location:
+        base = _runtime(request).settings.base_url
+        headers["Location"] = (
+            f"{base}/{stored.resource_type}/{stored.id}/_history/{stored.version_id}"
+        )
+    prefer = parse_prefer(request.headers.get("prefer"))
+    if prefer.return_ == "minimal":
+        return Response(status_code=status, headers=headers)
+    if prefer.return_ == "OperationOutcome":
+        text = message or f"{stored.resource_type}/{stored.id} version {stored.version_id}"
+        body = operation_outcome_bytes([Issue("informational", text, severity="information")])
+        return Response(body, status_code=status, headers=headers, media_type=media)
+    return Response(stored.content, status_code=status, headers=headers, media_type=media)
+
+
+def _media(request: Request) -> str:
+    return negotiate(request.headers.get("accept"), request.query_params.get("_format"))
+
+
+@router.get(
+    "/{resource_type}/_history",
+    name="history-type",
+    summary="History of every resource of a type",
+    responses=_responses({200: "A history Bundle"}),
+)
+async def history_type(request: Request, resource_type: ResourceType) -> Response:
+    return await _history(request, resource_type, None)
+
+
+@router.get(
+    "/{resource_type}/{resource_id}/_history",
+    name="history-instance",
+    summary="History of one resource",
+    responses=_responses({200: "A history Bundle"}),
+)
+async def history_instance(
+    request: Request, resource_type: ResourceType, resource_id: ResourceId
+) -> Response:
+    return await _history(request, resource_type, resource_id)
+
+
+async def _history(request: Request, resource_type: str, resource_id: str | None) -> Response:
+    media = _media(request)
+    _check_interaction(resource_type, "history-type" if resource_id is None else "history-instance")
+    runtime = _runtime(request)
+    params = request.query_params
+    count_text = params.get("_count", str(runtime.settings.default_page_size))
+    if not count_text.isdigit():
+        raise InvalidResource("_count must be a whole number", expression=("_count",))
+    since = parse_date(params["_since"], param="_since").start if "_since" in params else None
+    async with transaction(runtime.engine, write=False) as conn:
+        versions = await runtime.store(conn).history(
+            resource_type, resource_id, since=since, count=int(count_text)
+        )
+    path = (
+        f"{resource_type}/_history"
+        if resource_id is None
+        else f"{resource_type}/{resource_id}/_history"
+    )
+    query = urlencode([(k, v) for k, v in params.multi_items() if k != "_format"])
+    self_url = f"{runtime.settings.base_url}/{path}" + (f"?{query}" if query else "")
+    body = bundles.history(
+        base_url=runtime.settings.base_url,
+        versions=versions,
+        links=[("self", self_url)],
+        now=runtime.clock(),
+    )
+    return Response(body, media_type=media)
+
+
+@router.get(
+    "/{resource_type}/{resource_id}/_history/{version_id}",
+    name="vread",
+    summary="Read one version of a resource",
+    responses=_responses({200: "The resource as it was at that version"}, 410),
+)
+async def vread(
+    request: Request, resource_type: ResourceType, resource_id: ResourceId, version_id: str
+) -> Response:
+    media = _media(request)
+    _check_interaction(resource_type, "vread")
+    runtime = _runtime(request)
+    async with transaction(runtime.engine, write=False) as conn:
+        stored = await runtime.store(conn).vread(resource_type, resource_id, version_id)
+    return _resource_response(request, stored, media)
+
+
+@router.get(
+    "/{resource_type}/{resource_id}",
+    name="read",
+    summary="Read the current version of a resource",
+    responses=_responses({200: "The resource"}, 410),
+)
+async def read(request: Request, resource_type: ResourceType, resource_id: ResourceId) -> Response:
+    media = _media(request)
+    _check_interaction(resource_type, "read")
+    runtime = _runtime(request)
+    async with transaction(runtime.engine, write=False) as conn:
+        stored = await runtime.store(conn).read(resource_type, resource_id)
+    return _resource_response(request, stored, media)
+
+
+@router.get(
+    "/{resource_type}",
+    name="search-type",
+    summary="Search resources of a type",
+    responses=_responses({200: "A searchset Bundle"}),
+)
+async def search(request: Request, resource_type: ResourceType) -> Response:
+    media = _media(request)
+    _check_interaction(resource_type, "search-type")
+    runtime = _runtime(request)
+    params = [(k, v) for k, v in request.query_params.multi_items() if k != "_format"]
+    async with transaction(runtime.engine, write=False) as conn:
+        page, request_params = await runtime.store(conn).search(resource_type, params)
+    base = runtime.settings.base_url
+    self_url = f"{base}/{resource_type}" + (
+        f"?{urlencode(request_params)}" if request_params else ""
+    )
+    links = [("self", self_url)]
+    if page.next_cursor is not None:
+        next_params = [*request_params, ("_cursor", page.next_cursor)]
+        links.append(("next", f"{base}/{resource_type}?{urlencode(next_params)}"))
+    body = bundles.searchset(
+        base_url=base,
+        resource_type=resource_type,
+        rows=page.rows,
+        total=page.total,
+        links=links,
+        now=runtime.clock(),
+    )
+    return Response(body, media_type=media)
+
+
+@router.post(
+    "/{resource_type}",
+    name="create",
+    summary="Create a resource (conditionally, with If-None-Exist)",
+    responses=_responses(
+        {201: "Created", 200: "An existing resource matched If-None-Exist"}, 412, 413, 415
+    ),
+    openapi_extra=_body(_RESOURCE_SCHEMA),
+    status_code=201,
+)
+async def create(request: Request, resource_type: ResourceType) -> Response:
+    media = _media(request)
+    _check_interaction(resource_type, "create")
+    document = await _json_body(request)
+    runtime = _runtime(request)
+    async with transaction(runtime.engine, write=True) as conn:
+        result = await runtime.store(conn).create(
+            document,
+            resource_type=resource_type,
+            if_none_exist=request.headers.get("if-none-exist"),
+        )
+    return _resource_response(
+        request,
+        result.stored,
+        media,
+        status=201 if result.created else 200,
+        location=True,
+        message="Created" if result.created else "An existing resource matched If-None-Exist",
+    )
+
+
+@router.put(
+    "/{resource_type}/{resource_id}",
+    name="update",
+    summary="Update a resource (or create it with this id), If-Match for versioned update",
+    responses=_responses({200: "Updated", 201: "Created with the given id"}, 412, 413, 415),
+    openapi_extra=_body(_RESOURCE_SCHEMA),
+)
+async def update(
+    request: Request, resource_type: ResourceType, resource_id: ResourceId
+) -> Response:
+    media = _media(request)
+    _check_interaction(resource_type, "update")
+    if_match = parse_if_match(request.headers.get("if-match"))
+    document = await _json_body(request)
+    runtime = _runtime(request)
+    async with transaction(runtime.engine, write=True) as conn:
+        result = await runtime.store(conn).update(
+            resource_type, resource_id, document, if_match=if_match
+        )
+    return _resource_response(
+        request,
+        result.stored,
+        media,
+        status=201 if result.created else 200,
+        location=result.created,
+    )
+
+
+@router.patch(
+    "/{resource_type}/{resource_id}",
+    name="patch",
+    summary="Change a resource with a JSON Patch, If-Match for versioned patch",
+    responses=_responses({200: "Patched"}, 410, 412, 413, 415, 422),
+    openapi_extra=_body(
+        {"type": "array", "items": {"type": "object"}}, "application/json-patch+json"
+    ),
+)
+async def patch(request: Request, resource_type: ResourceType, resource_id: ResourceId) -> Response:
+    media = _media(request)
+    _check_interaction(resource_type, "patch")
+    require_valid_id(resource_id)
+    if_match = parse_if_match(request.headers.get("if-match"))
+    operations = await _json_body(request, patch=True)
+    runtime = _runtime(request)
+    async with transaction(runtime.engine, write=True) as conn:
+        result = await runtime.store(conn).patch(
+            resource_type, resource_id, operations, if_match=if_match
+        )
+    return _resource_response(request, result.stored, media)
+
+
+@router.delete(
+    "/{resource_type}/{resource_id}",
+    name="delete",
+    summary="Delete a resource (a tombstone version; history is kept)",
+    responses={204: {"description": "Deleted (or already deleted)"}, **_responses({}, 405)},
+    status_code=204,
+)
+async def delete(
+    request: Request, resource_type: ResourceType, resource_id: ResourceId
+) -> Response:
+    _media(request)
+    _check_interaction(resource_type, "delete")
+    runtime = _runtime(request)
+    async with transaction(runtime.engine, write=True) as conn:
+        stored = await runtime.store(conn).delete(resource_type, resource_id)
+    headers = {"ETag": etag(stored.version_id)} if stored is not None else {}
+    return Response(status_code=204, headers=headers)

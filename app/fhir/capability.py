@@ -1,0 +1,87 @@
+"""The CapabilityStatement, generated from what the running application really serves.
+
+Interactions are read from the application's routes (each FHIR route is named after the
+interaction it implements) and intersected with each resource type's policy; search
+parameters come from the search registry.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import datetime
+from typing import Any
+
+from app.fhir.resources import FHIR_VERSION, SERVED
+from app.fhir.search.registry import parameters_for
+from app.fhir.store import instant
+
+TYPE_INTERACTIONS = (
+    "read",
+    "vread",
+    "update",
+    "patch",
+    "delete",
+    "history-instance",
+    "history-type",
+    "create",
+    "search-type",
+)
+
+
+def capability_statement(
+    *, implemented: Iterable[str], base_url: str, software_version: str, now: datetime
+) -> dict[str, Any]:
+    implemented = set(implemented)
+    resources = []
+    for resource_type, policy in SERVED.items():
+        interactions = [
+            {"code": code}
+            for code in TYPE_INTERACTIONS
+            if code in implemented and code in policy.interactions
+        ]
+        writes = bool({"create", "update"} & {i["code"] for i in interactions})
+        entry: dict[str, Any] = {
+            "type": resource_type,
+            "profile": f"http://hl7.org/fhir/StructureDefinition/{resource_type}",
+            "interaction": interactions,
+            "versioning": "versioned-update",
+            "readHistory": "vread" in implemented,
+            "updateCreate": writes,
+            "conditionalCreate": writes and "create" in implemented,
+            "conditionalRead": "not-supported",
+            "conditionalUpdate": False,
+            "conditionalDelete": "not-supported",
+            "searchParam": [
+                {
+                    "name": p.code,
+                    "definition": p.definition,
+                    "type": p.type,
+                    "documentation": p.documentation,
+                }
+                for p in parameters_for(resource_type).values()
+            ],
+        }
+        if policy.documentation:
+            entry["documentation"] = policy.documentation
+        resources.append(entry)
+    return {
+        "resourceType": "CapabilityStatement",
+        "status": "active",
+        "date": instant(now),
+        "publisher": "Waymark",
+        "kind": "instance",
+        "software": {"name": "Waymark", "version": software_version},
+        "implementation": {
+            "description": "Waymark clinical-pathway FHIR server",
+            "url": base_url,
+        },
+        "fhirVersion": FHIR_VERSION,
+        "format": ["json", "application/fhir+json"],
+        "patchFormat": ["application/json-patch+json"],
+        "rest": [
+            {
+                "mode": "server",
+                "resource": resources,
+            }
+        ],
+    }

@@ -1,0 +1,99 @@
+"""The one import point for fhir.resources: Waymark speaks FHIR R4 (4.0.1) on the wire.
+
+fhir.resources' R4B models are wire-compatible with R4 for every resource served here, so they
+are used for structural validation. Nothing else in the code base imports ``fhir.resources``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cache
+from typing import Any
+
+from fhir.resources.R4B import get_fhir_model_class
+
+FHIR_VERSION = "4.0.1"
+
+ALL_INTERACTIONS = frozenset(
+    {
+        "read",
+        "vread",
+        "update",
+        "patch",
+        "delete",
+        "history-instance",
+        "history-type",
+        "create",
+        "search-type",
+    }
+)
+READ_ONLY_INTERACTIONS = frozenset(
+    {"read", "vread", "history-instance", "history-type", "search-type"}
+)
+
+
+@dataclass(frozen=True, slots=True)
+class ResourcePolicy:
+    """What the REST API lets clients do with one resource type."""
+
+    interactions: frozenset[str] = ALL_INTERACTIONS
+    documentation: str = ""
+
+
+# The resource types served (DESIGN.md, "Resources served").
+SERVED: dict[str, ResourcePolicy] = {
+    name: ResourcePolicy()
+    for name in (
+        "Patient",
+        "Practitioner",
+        "PractitionerRole",
+        "Organization",
+        "HealthcareService",
+        "Location",
+        "ServiceRequest",
+        "Task",
+        "CarePlan",
+        "EpisodeOfCare",
+        "Encounter",
+        "Condition",
+        "Observation",
+        "QuestionnaireResponse",
+        "MedicationStatement",
+        "MedicationRequest",
+        "Consent",
+        "DocumentReference",
+        "Communication",
+        "CommunicationRequest",
+        "Flag",
+        "DetectedIssue",
+        "Provenance",
+        "Subscription",
+        "PlanDefinition",
+        "ActivityDefinition",
+        "CodeSystem",
+        "ValueSet",
+        "Measure",
+        "MeasureReport",
+        "OperationDefinition",
+    )
+}
+SERVED["AuditEvent"] = ResourcePolicy(
+    interactions=READ_ONLY_INTERACTIONS,
+    documentation="Written by the server for every interaction; never created, changed or "
+    "deleted through the API.",
+)
+SERVED = dict(sorted(SERVED.items()))
+
+
+@cache
+def model_class(resource_type: str) -> Any:
+    return get_fhir_model_class(resource_type)
+
+
+def warm_up() -> None:
+    """Pay the import and first-validation cost at start-up, not on the first request."""
+    for resource_type in SERVED:
+        model_class(resource_type)
+    model_class("Patient").model_validate(
+        {"resourceType": "Patient", "name": [{"family": "Warm"}], "birthDate": "1970-01-01"}
+    )

@@ -1,0 +1,1 @@
+"""FHIR search: the parameter registry, the index kept on every write, and queries over it."""

@@ -1,0 +1,304 @@
+"""The FHIR repository contract, written once: create, read, vread, update (If-Match), patch,
+delete, history and search, with every version kept.
+
+Every write bumps ``meta.versionId`` and ``meta.lastUpdated``, keeps the previous version,
+maintains the search index and runs the write hooks, all on the caller's transaction.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+from urllib.parse import parse_qsl
+
+import jsonpatch
+import orjson
+
+from app.clock import Clock
+from app.fhir.errors import (
+    BusinessRuleViolation,
+    Gone,
+    InvalidRequest,
+    InvalidResource,
+    MultipleMatches,
+    NotFound,
+    PreconditionFailed,
+)
+from app.fhir.hooks import WriteEvent, WriteHooks
+from app.fhir.repository import ResourceRepository, StoredVersion
+from app.fhir.search.index import token_rows
+from app.fhir.search.query import SearchPage, parse_search, run_search
+from app.fhir.validation import validate_resource
+
+_HTTP_METHODS = {"create": "POST", "update": "PUT", "patch": "PATCH"}
+ID_PATTERN = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")
+
+
+def instant(value: datetime) -> str:
+    """A FHIR instant in UTC with milliseconds."""
+    return value.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def require_valid_id(resource_id: str) -> None:
+    if not ID_PATTERN.match(resource_id):
+        raise InvalidRequest(
+            "A resource id is 1-64 letters, digits, '-' or '.'", expression=("id",)
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class WriteResult:
+    stored: StoredVersion
+    created: bool  # a new resource (201), rather than an existing one (200)
+
+
+class FhirStore:
+    def __init__(
+        self,
+        repository: ResourceRepository,
+        *,
+        clock: Clock,
+        hooks: WriteHooks,
+        chi_system: str,
+        default_page_size: int = 50,
+        max_page_size: int = 500,
+    ) -> None:
+        self.repo = repository
+        self.clock = clock
+        self.hooks = hooks
+        self.chi_system = chi_system
+        self.default_page_size = default_page_size
+        self.max_page_size = max_page_size
+
+    # -- reads ---------------------------------------------------------------------------
+
+    async def read(self, resource_type: str, resource_id: str) -> StoredVersion:
+        current = await self.repo.current(resource_type, resource_id)
+        if current is None:
+            raise NotFound(f"{resource_type}/{resource_id} is not known")
+        if current.deleted:
+            raise Gone(
+                f"{resource_type}/{resource_id} was deleted",
+                headers={"ETag": f'W/"{current.version_id}"'},
+            )
+        return current
+
+    async def vread(self, resource_type: str, resource_id: str, version_id: str) -> StoredVersion:
+        if not version_id.isdigit():
+            raise NotFound(f"{resource_type}/{resource_id} has no version '{version_id}'")
+        stored = await self.repo.version(resource_type, resource_id, int(version_id))
+        if stored is None:
+            raise NotFound(f"{resource_type}/{resource_id} has no version {version_id}")
+        if stored.deleted:
+            raise Gone(f"Version {version_id} of {resource_type}/{resource_id} is a deletion")
+        return stored
+
+    async def history(
+        self, resource_type: str, resource_id: str | None, *, since: datetime | None, count: int
+    ) -> list[StoredVersion]:
+        if resource_id is not None and await self.repo.current(resource_type, resource_id) is None:
+            raise NotFound(f"{resource_type}/{resource_id} is not known")
+        count = min(count, self.max_page_size)
+        return list(await self.repo.history(resource_type, resource_id, since=since, limit=count))
+
+    async def search(
+        self, resource_type: str, params: list[tuple[str, str]]
+    ) -> tuple[SearchPage, list[tuple[str, str]]]:
+        """One page of matches, and the parameters as understood (for the Bundle's links)."""
+        request = parse_search(
+            resource_type,
+            params,
+            default_count=self.default_page_size,
+            max_count=self.max_page_size,
+        )
+        return await run_search(self.repo.conn, request), request.canonical
+
+    # -- writes --------------------------------------------------------------------------
+
+    async def create(
+        self, document: Any, *, resource_type: str, if_none_exist: str | None = None
+    ) -> WriteResult:
+        resource_type, document = validate_resource(
+            document, expected_type=resource_type, chi_system=self.chi_system
+        )
+        if if_none_exist is not None:
+            existing = await self._conditional_match(resource_type, if_none_exist)
+            if existing is not None:
+                return WriteResult(existing, created=False)
+        stored = await self._write(resource_type, str(uuid.uuid4()), document, None, "create")
+        return WriteResult(stored, created=True)
+
+    async def update(
+        self,
+        resource_type: str,
+        resource_id: str,
+        document: Any,
+        *,
+        if_match: int | None = None,
+        interaction: str = "update",
+    ) -> WriteResult:
+        require_valid_id(resource_id)
+        resource_type, document = validate_resource(
+            document, expected_type=resource_type, chi_system=self.chi_system
+        )
+        body_id = document.get("id")
+        if body_id is None:
+            raise InvalidResource(
+                "An update must carry the resource's id in the body", expression=("id",)
+            )
+        if body_id != resource_id:
+            raise InvalidResource(
+                f"The body's id '{body_id}' does not match the URL's id '{resource_id}'",
+                expression=(f"{resource_type}.id",),
+            )
+        current = await self.repo.current(resource_type, resource_id, for_update=True)
+        if current is None:
+            if if_match is not None:
+                raise PreconditionFailed(
+                    f"{resource_type}/{resource_id} does not exist, so If-Match cannot match"
+                )
+            stored = await self._write(resource_type, resource_id, document, None, interaction)
+            return WriteResult(stored, created=True)
+        self._check_if_match(current, if_match)
+        stored = await self._write(resource_type, resource_id, document, current, interaction)
+        return WriteResult(stored, created=False)
+
+    async def patch(
+        self,
+        resource_type: str,
+        resource_id: str,
+        operations: Any,
+        *,
+        if_match: int | None = None,
+    ) -> WriteResult:
+        current = await self.repo.current(resource_type, resource_id, for_update=True)
+        if current is None:
+            raise NotFound(f"{resource_type}/{resource_id} is not known")
+        if current.deleted:
+            raise Gone(f"{resource_type}/{resource_id} was deleted")
+        self._check_if_match(current, if_match)
+        if not isinstance(operations, list):
+            raise InvalidRequest("A JSON Patch document is an array of operations")
+        assert current.content is not None
+        try:
+            patched = jsonpatch.JsonPatch(operations).apply(orjson.loads(current.content))
+        except (jsonpatch.InvalidJsonPatch, TypeError, AttributeError) as error:
+            raise InvalidRequest(f"The JSON Patch is malformed: {error}") from error
+        except (jsonpatch.JsonPatchConflict, jsonpatch.JsonPointerException) as error:
+            raise BusinessRuleViolation(f"The JSON Patch cannot be applied: {error}") from error
+        return await self.update(
+            resource_type,
+            resource_id,
+            patched,
+            if_match=current.version_id,
+            interaction="patch",
+        )
+
+    async def delete(self, resource_type: str, resource_id: str) -> StoredVersion | None:
+        """Write a tombstone version; None when the resource was already deleted."""
+        current = await self.repo.current(resource_type, resource_id, for_update=True)
+        if current is None:
+            raise NotFound(f"{resource_type}/{resource_id} is not known")
+        if current.deleted:
+            return None
+        watched = self.hooks.watches(resource_type) and current.content is not None
+        before = orjson.loads(current.content or b"{}") if watched else None
+        event = WriteEvent(self, "delete", resource_type, resource_id, before, None)
+        await self.hooks.run_before(event)
+        stored = StoredVersion(
+            resource_type,
+            resource_id,
+            current.version_id + 1,
+            self.clock(),
+            True,
+            None,
+            "DELETE",
+        )
+        await self._replace(stored, current)
+        await self.repo.replace_tokens(resource_type, resource_id, (), new=False)
+        await self.hooks.run_after(event)
+        return stored
+
+    # -- internals -----------------------------------------------------------------------
+
+    @staticmethod
+    def _check_if_match(current: StoredVersion, if_match: int | None) -> None:
+        if if_match is not None and if_match != current.version_id:
+            raise PreconditionFailed(
+                f"If-Match names version {if_match} but the current version is "
+                f"{current.version_id}; read it again and reapply the change",
+                headers={"ETag": f'W/"{current.version_id}"'},
+            )
+
+    async def _conditional_match(self, resource_type: str, query: str) -> StoredVersion | None:
+        params = parse_qsl(query.lstrip("?"), keep_blank_values=True)
+        if not params:
+            raise InvalidRequest("If-None-Exist holds no search parameters")
+        request = parse_search(resource_type, params, default_count=2, max_count=2)
+        request.count = 2
+        # Concurrent retries of the same conditional create must not both create.
+        await self.repo.lock(f"{resource_type}?{sorted(request.canonical)}")
+        page = await run_search(self.repo.conn, request)
+        if len(page.rows) > 1:
+            raise MultipleMatches(
+                f"If-None-Exist matches more than one {resource_type}; make the criteria "
+                "more selective"
+            )
+        if not page.rows:
+            return None
+        return await self.repo.current(resource_type, page.rows[0][0])
+
+    async def _write(
+        self,
+        resource_type: str,
+        resource_id: str,
+        document: dict[str, Any],
+        current: StoredVersion | None,
+        interaction: str,
+    ) -> StoredVersion:
+        before = None
+        if (
+            current is not None
+            and current.content is not None
+            and self.hooks.watches(resource_type)
+        ):
+            before = orjson.loads(current.content)
+        event = WriteEvent(self, interaction, resource_type, resource_id, before, document)
+        await self.hooks.run_before(event)
+        document = event.after or document
+        version_id = 1 if current is None else current.version_id + 1
+        now = self.clock()
+        meta = dict(document.get("meta") or {})
+        meta["versionId"] = str(version_id)
+        meta["lastUpdated"] = instant(now)
+        body = {k: v for k, v in document.items() if k not in ("resourceType", "id", "meta")}
+        served = {"resourceType": resource_type, "id": resource_id, "meta": meta, **body}
+        stored = StoredVersion(
+            resource_type,
+            resource_id,
+            version_id,
+            now,
+            False,
+            orjson.dumps(served),
+            _HTTP_METHODS.get(interaction, "PUT"),
+        )
+        if current is None:
+            await self.repo.insert_new(stored)
+        else:
+            await self._replace(stored, current)
+        await self.repo.replace_tokens(
+            resource_type, resource_id, token_rows(resource_type, served), new=current is None
+        )
+        event.after = served
+        await self.hooks.run_after(event)
+        return stored
+
+    async def _replace(self, stored: StoredVersion, current: StoredVersion) -> None:
+        if not await self.repo.replace(stored, previous_version=current.version_id):
+            raise PreconditionFailed(
+                f"{stored.resource_type}/{stored.id} was changed by another request; "
+                "read it again and reapply the change"
+            )

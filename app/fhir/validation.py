@@ -1,0 +1,134 @@
+"""Validation of incoming resources: fhir.resources for structure, plus what it misses.
+
+What fhir.resources does not check and Waymark does: required code bindings
+(:mod:`app.fhir.bindings`), JSON's rule that no element is empty (``""``, ``[]``, ``{}``,
+``null``), the resource type against the URL, and NHS/CHI number check digits.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import ValidationError
+
+from app.fhir.bindings import binding_issues
+from app.fhir.errors import InvalidResource, Issue, UnknownResourceType
+from app.fhir.identifiers import NHS_NUMBER_SYSTEM, chi_number_problem, nhs_number_problem
+from app.fhir.resources import SERVED, model_class
+
+_PYDANTIC_CODES = {
+    "missing": "required",
+    "model_field_validation.missing": "required",
+    "extra_forbidden": "structure",
+}
+
+
+def _expression(resource_type: str, loc: tuple[int | str, ...]) -> str:
+    path = resource_type
+    for part in loc:
+        path += f"[{part}]" if isinstance(part, int) else f".{part}"
+    return path
+
+
+def _pydantic_issues(resource_type: str, error: ValidationError) -> list[Issue]:
+    issues = []
+    for detail in error.errors(include_input=False, include_url=False):
+        loc = tuple(detail["loc"])
+        message = detail["msg"].removeprefix("Value error, ")
+        code = _PYDANTIC_CODES.get(detail["type"], "value" if loc else "invariant")
+        if code == "structure":
+            message = f"Unknown element '{loc[-1]}'"
+        issues.append(Issue(code, message, expression=(_expression(resource_type, loc),)))
+    return issues
+
+
+class _Walker:
+    """One pass over the document: empty values and UK identifier check digits."""
+
+    def __init__(self, chi_system: str) -> None:
+        self.chi_system = chi_system
+        self.issues: list[Issue] = []
+
+    def walk(self, node: Any, path: str, in_list: bool = False) -> None:
+        if isinstance(node, dict):
+            if not node:
+                self._empty(path)
+                return
+            system = node.get("system")
+            if isinstance(system, str) and isinstance(node.get("value"), str):
+                self._identifier(system, node["value"], path)
+            for key, child in node.items():
+                if isinstance(child, list):
+                    if not child:
+                        self._empty(f"{path}.{key}")
+                    for index, item in enumerate(child):
+                        self.walk(item, f"{path}.{key}[{index}]", in_list=True)
+                else:
+                    self.walk(child, f"{path}.{key}")
+        elif node is None:
+            # null is allowed only as a placeholder in arrays of primitive extensions (_given).
+            if not in_list:
+                self._empty(path)
+        elif isinstance(node, str) and not node.strip():
+            self._empty(path)
+
+    def _empty(self, path: str) -> None:
+        self.issues.append(
+            Issue(
+                "value",
+                "Empty values are not allowed in FHIR JSON: leave the element out instead",
+                expression=(path,),
+            )
+        )
+
+    def _identifier(self, system: str, value: str, path: str) -> None:
+        if system == NHS_NUMBER_SYSTEM:
+            problem = nhs_number_problem(value)
+        elif system == self.chi_system:
+            problem = chi_number_problem(value)
+        else:
+            return
+        if problem:
+            self.issues.append(Issue("value", problem, expression=(f"{path}.value",)))
+
+
+def require_served_type(resource_type: str) -> None:
+    if resource_type not in SERVED:
+        raise UnknownResourceType(
+            f"Resource type '{resource_type}' is not served by this server",
+        )
+
+
+def validate_resource(
+    document: Any, *, expected_type: str | None, chi_system: str
+) -> tuple[str, dict[str, Any]]:
+    """Check ``document``; return its resource type and the document, or raise InvalidResource."""
+    if not isinstance(document, dict):
+        raise InvalidResource("The body must be a JSON object holding one FHIR resource")
+    resource_type = document.get("resourceType")
+    if not isinstance(resource_type, str) or not resource_type:
+        raise InvalidResource(
+            "The resource has no resourceType", issues=[Issue("required", "No resourceType")]
+        )
+    if expected_type is not None and resource_type != expected_type:
+        raise InvalidResource(
+            f"The body is a {resource_type} but the URL names {expected_type}",
+            expression=("resourceType",),
+        )
+    if resource_type not in SERVED:
+        raise InvalidResource(
+            f"Resource type '{resource_type}' is not served by this server",
+            expression=("resourceType",),
+        )
+    walker = _Walker(chi_system)
+    walker.walk(document, resource_type)
+    issues = walker.issues
+    try:
+        model_class(resource_type).model_validate(document)
+    except ValidationError as error:
+        issues.extend(_pydantic_issues(resource_type, error))
+    issues.extend(binding_issues(resource_type, document))
+    if issues:
+        summary = issues[0].diagnostics if len(issues) == 1 else f"{len(issues)} problems found"
+        raise InvalidResource(f"Invalid {resource_type}: {summary}", issues=issues)
+    return resource_type, document

@@ -1,0 +1,149 @@
+"""create_app(): routers, lifespan (engine), and the one error renderer."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from importlib.metadata import PackageNotFoundError, version
+
+import orjson
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from app.api import fhir_rest, health, metadata
+from app.config import Settings, get_settings
+from app.db import make_engine
+from app.fhir.capability import capability_statement
+from app.fhir.errors import FhirError, Issue, operation_outcome_bytes
+from app.fhir.http import FHIR_JSON
+from app.fhir.resources import warm_up
+from app.runtime import Runtime
+
+log = logging.getLogger("waymark")
+
+try:
+    SOFTWARE_VERSION = version("waymark")
+except PackageNotFoundError:  # running from a source tree that is not installed
+    SOFTWARE_VERSION = "0.0.0"
+
+
+def _outcome(status: int, issues: list[Issue], headers: dict[str, str] | None = None) -> Response:
+    return Response(
+        operation_outcome_bytes(issues),
+        status_code=status,
+        media_type=FHIR_JSON,
+        headers=headers,
+    )
+
+
+async def _fhir_error(_request: Request, error: Exception) -> Response:
+    assert isinstance(error, FhirError)
+    return _outcome(error.status, error.issues, error.headers)
+
+
+async def _http_error(_request: Request, error: Exception) -> Response:
+    assert isinstance(error, StarletteHTTPException)
+    code = {404: "not-found", 405: "not-supported"}.get(error.status_code, "processing")
+    text = {
+        404: "No FHIR endpoint at this path",
+        405: "This method is not allowed at this path",
+    }.get(error.status_code, str(error.detail))
+    return _outcome(error.status_code, [Issue(code, text)], dict(error.headers or {}))
+
+
+async def _validation_error(_request: Request, error: Exception) -> Response:
+    assert isinstance(error, RequestValidationError)
+    issues = [
+        Issue(
+            "invalid",
+            str(detail.get("msg", "invalid")),
+            expression=(".".join(str(p) for p in detail.get("loc", ())),),
+        )
+        for detail in error.errors()
+    ]
+    return _outcome(400, issues or [Issue("invalid", "The request is not valid")])
+
+
+class CatchAllErrors:
+    """Turns an unexpected exception into a 500 OperationOutcome with no internals in it.
+
+    Only the exception's type is logged: messages can carry patient data.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracking_send)
+        except Exception as error:
+            route = scope.get("route")
+            log.error(
+                "unhandled %s on %s %s",
+                type(error).__name__,
+                scope.get("method"),
+                getattr(route, "path", "?"),
+            )
+            if started:
+                return
+            response = _outcome(
+                500, [Issue("exception", "An internal error occurred; nothing was changed")]
+            )
+            await response(scope, receive, send)
+
+
+def create_app(settings: Settings | None = None, *, runtime: Runtime | None = None) -> FastAPI:
+    """Build the application. ``runtime`` lets tests inject a clock or hooks."""
+    settings = settings or get_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        engine = make_engine(settings) if runtime is None else runtime.engine
+        app.state.runtime = runtime or Runtime(settings=settings, engine=engine)
+        warm_up()
+        implemented = {getattr(route, "name", "") for route in app.routes}
+        app.state.capability_statement = orjson.dumps(
+            capability_statement(
+                implemented=implemented,
+                base_url=settings.base_url,
+                software_version=SOFTWARE_VERSION,
+                now=app.state.runtime.clock(),
+            )
+        )
+        try:
+            yield
+        finally:
+            if runtime is None:
+                await engine.dispose()
+
+    app = FastAPI(
+        title="Waymark",
+        summary="FHIR R4 clinical-pathway service for trauma-informed substance-use care",
+        version=SOFTWARE_VERSION,
+        lifespan=lifespan,
+        docs_url="/docs",
+        redoc_url=None,
+    )
+    app.add_exception_handler(FhirError, _fhir_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_middleware(CatchAllErrors)
+    app.include_router(health.router)
+    app.include_router(metadata.router)
+    app.include_router(fhir_rest.router)
+    return app
