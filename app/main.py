@@ -116,7 +116,7 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
         engine = make_engine(settings) if runtime is None else runtime.engine
         app.state.runtime = runtime or Runtime(settings=settings, engine=engine)
         warm_up()
-        implemented = {getattr(route, "name", "") for route in app.routes}
+        implemented = {getattr(route, "name", "") for route in fhir_rest.router.routes}
         app.state.capability_statement = orjson.dumps(
             capability_statement(
                 implemented=implemented,

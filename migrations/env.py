@@ -7,7 +7,7 @@ import asyncio
 from alembic import context
 from sqlalchemy import pool
 from sqlalchemy.engine import Connection
-from sqlalchemy.ext.asyncio import create_async_engine
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from app.config import get_settings
 from app.fhir.models import Base
@@ -40,10 +40,11 @@ def _run_sync(connection: Connection) -> None:
         context.run_migrations()
 
 
-async def _run_async(url: str) -> None:
-    engine = create_async_engine(url, poolclass=pool.NullPool)
+async def _run_async(engine: AsyncEngine) -> None:
     async with engine.connect() as connection:
         await connection.run_sync(_run_sync)
+        await connection.commit()
+    # Each asyncio.run() has its own loop: pooled connections must not outlive it.
     await engine.dispose()
 
 
@@ -59,11 +60,15 @@ def run_migrations_offline() -> None:
 
 
 def run_migrations_online() -> None:
-    connection = config.attributes.get("connection")
-    if connection is not None:
-        _run_sync(connection)
-        return
-    asyncio.run(_run_async(_database_url()))
+    # A caller (the tests, pytest-alembic) may hand over its own connection or engine.
+    given = config.attributes.get("connection")
+    if isinstance(given, Connection):
+        _run_sync(given)
+    elif isinstance(given, AsyncEngine):
+        asyncio.run(_run_async(given))
+    else:
+        engine = create_async_engine(_database_url(), poolclass=pool.NullPool)
+        asyncio.run(_run_async(engine))
 
 
 if context.is_offline_mode():

@@ -117,6 +117,8 @@ async def _json_body(request: Request, *, patch: bool = False) -> Any:
 
 
 def _check_interaction(resource_type: str, interaction: str) -> None:
+    if resource_type == "metadata":  # POST /metadata etc. reach the type routes
+        raise MethodNotAllowed("/metadata answers GET only")
     require_served_type(resource_type)
     if interaction not in SERVED[resource_type].interactions:
         raise MethodNotAllowed(

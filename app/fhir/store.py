@@ -187,7 +187,7 @@ class FhirStore:
             patched = jsonpatch.JsonPatch(operations).apply(orjson.loads(current.content))
         except (jsonpatch.InvalidJsonPatch, TypeError, AttributeError) as error:
             raise InvalidRequest(f"The JSON Patch is malformed: {error}") from error
-        except (jsonpatch.JsonPatchConflict, jsonpatch.JsonPointerException) as error:
+        except (jsonpatch.JsonPatchException, jsonpatch.JsonPointerException) as error:
             raise BusinessRuleViolation(f"The JSON Patch cannot be applied: {error}") from error
         return await self.update(
             resource_type,

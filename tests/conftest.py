@@ -1,0 +1,186 @@
+"""Test databases: every storage and API test runs on SQLite and on a real PostgreSQL.
+
+PostgreSQL comes from WAYMARK_TEST_POSTGRES_URL (default: the local server as user postgres);
+each run creates its own database and drops it at the end. When the server cannot be reached
+the PostgreSQL tests are skipped with the reason, except under CI=true, where that is a failure.
+Schemas are made by Alembic only, once per run; each test starts from empty tables.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import threading
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import httpx
+import pytest
+import uvicorn
+from fastapi import FastAPI
+from sqlalchemy import text
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from app.config import Settings
+from app.db import make_engine
+from app.fhir.models import Base
+from app.main import create_app
+from app.migrate import upgrade
+from app.runtime import Runtime
+from tests.fhir_parse import assert_parses_as_r4
+
+DEFAULT_POSTGRES_URL = "postgresql+asyncpg://postgres@127.0.0.1:5432/postgres"
+BASE_URL = "http://testserver"
+
+
+def _postgres_admin_dsn() -> tuple[str, str]:
+    url = make_url(os.environ.get("WAYMARK_TEST_POSTGRES_URL", DEFAULT_POSTGRES_URL))
+    plain = url.set(drivername="postgresql").render_as_string(hide_password=False)
+    return plain, url.render_as_string(hide_password=False)
+
+
+async def _admin(dsn: str, statement: str) -> None:
+    conn = await asyncpg.connect(dsn, timeout=5)
+    try:
+        await conn.execute(statement)
+    finally:
+        await conn.close()
+
+
+@contextmanager
+def fresh_database(kind: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A new, empty database of ``kind`` (sqlite | postgresql), dropped afterwards."""
+    if kind == "sqlite":
+        path: Path = tmp_path_factory.mktemp("db") / "waymark.db"
+        yield f"sqlite+aiosqlite:///{path}"
+        return
+    admin_dsn, sqlalchemy_url = _postgres_admin_dsn()
+    name = f"waymark_test_{os.getpid()}_{uuid.uuid4().hex[:8]}"
+    try:
+        asyncio.run(_admin(admin_dsn, f'CREATE DATABASE "{name}"'))
+    except (OSError, asyncpg.PostgresError, TimeoutError) as error:
+        reason = f"PostgreSQL not reachable at {make_url(admin_dsn).host}: {error}"
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"{reason} (CI needs PostgreSQL)", pytrace=False)
+        pytest.skip(reason)
+    try:
+        yield make_url(sqlalchemy_url).set(database=name).render_as_string(hide_password=False)
+    finally:
+        asyncio.run(_admin(admin_dsn, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+@pytest.fixture(scope="session", params=["sqlite", "postgresql"])
+def database_kind(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture(scope="session")
+def database_url(database_kind: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A database of each kind for the whole run, migrated once by Alembic."""
+    with fresh_database(database_kind, tmp_path_factory) as url:
+        upgrade(url)
+        yield url
+
+
+@pytest.fixture
+def settings(database_url: str) -> Settings:
+    return Settings(database_url=database_url, base_url=BASE_URL, max_body_bytes=64 * 1024)
+
+
+async def _empty_tables(engine: AsyncEngine) -> None:
+    tables = [table.name for table in Base.metadata.sorted_tables]
+    async with engine.begin() as conn:
+        if engine.dialect.name == "postgresql":
+            await conn.execute(text(f"TRUNCATE {', '.join(tables)}"))
+        else:
+            for table in tables:
+                await conn.execute(text(f"DELETE FROM {table}"))
+
+
+@pytest.fixture
+async def runtime(settings: Settings) -> AsyncIterator[Runtime]:
+    engine = make_engine(settings)
+    await _empty_tables(engine)
+    yield Runtime(settings=settings, engine=engine)
+    await engine.dispose()
+
+
+@pytest.fixture
+async def app(settings: Settings, runtime: Runtime) -> AsyncIterator[FastAPI]:
+    application = create_app(settings, runtime=runtime)
+    async with application.router.lifespan_context(application):
+        yield application
+
+
+@pytest.fixture
+async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+    """An HTTP client on the app; every FHIR resource it receives must parse as R4."""
+    received: list[dict[str, Any]] = []
+
+    async def collect(response: httpx.Response) -> None:
+        await response.aread()
+        if response.headers.get("content-type", "").startswith(
+            ("application/fhir+json", "application/json")
+        ):
+            body = response.json()
+            if isinstance(body, dict) and "resourceType" in body:
+                received.append(body)
+
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(
+        transport=transport, base_url=BASE_URL, event_hooks={"response": [collect]}
+    ) as http:
+        yield http
+    for body in received:
+        assert_parses_as_r4(body)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class LiveServer:
+    """The real app under a real uvicorn, in a thread, on a loopback port."""
+
+    def __init__(self, database_url: str) -> None:
+        self.port = _free_port()
+        self.base_url = f"http://127.0.0.1:{self.port}"
+        settings = Settings(database_url=database_url, base_url=self.base_url)
+        config = uvicorn.Config(
+            create_app(settings),
+            host="127.0.0.1",
+            port=self.port,
+            log_level="warning",
+            access_log=False,
+            lifespan="on",
+        )
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    def __enter__(self) -> LiveServer:
+        self.thread.start()
+        deadline = time.monotonic() + 20
+        while not self.server.started:
+            if time.monotonic() > deadline or not self.thread.is_alive():
+                raise RuntimeError("uvicorn did not start")
+            time.sleep(0.02)
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def live_server(database_url: str) -> Iterator[LiveServer]:
+    with LiveServer(database_url) as server:
+        yield server
