@@ -1,0 +1,29 @@
+# Waymark: a non-root image that runs `waymark serve`.
+# Build:  docker build -t waymark .
+# Run:    docker run -e WAYMARK_DATABASE_URL=postgresql+asyncpg://... -p 8000:8000 waymark
+# Migrate (once per release, before the new version serves): docker run ... waymark migrate
+
+FROM python:3.11-slim AS build
+ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1
+WORKDIR /src
+RUN python -m venv /opt/waymark
+COPY pyproject.toml README.md ./
+COPY app ./app
+RUN /opt/waymark/bin/pip install .
+
+FROM python:3.11-slim
+RUN groupadd --system --gid 10001 waymark \
+ && useradd --system --uid 10001 --gid waymark --home-dir /srv/waymark waymark
+COPY --from=build /opt/waymark /opt/waymark
+WORKDIR /srv/waymark
+COPY migrations ./migrations
+RUN mkdir -p var && chown waymark:waymark var
+ENV PATH=/opt/waymark/bin:$PATH \
+    PYTHONUNBUFFERED=1 \
+    WAYMARK_HOST=0.0.0.0 \
+    WAYMARK_PORT=8000
+USER waymark
+EXPOSE 8000
+HEALTHCHECK --interval=30s --timeout=5s --start-period=20s --retries=3 \
+  CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8000/health', timeout=4)"]
+CMD ["waymark", "serve"]
