@@ -33,6 +33,12 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(
         default=8 * 1024 * 1024, ge=1024, description="Largest request body accepted (413 above)."
     )
+    max_bundle_entries: int = Field(
+        default=1000,
+        ge=1,
+        description="Most entries accepted in one transaction or batch Bundle (413 above): "
+        "one Bundle is one database transaction, so this bounds how long it holds its locks.",
+    )
     default_page_size: int = Field(default=50, ge=1, le=1000)
     max_page_size: int = Field(default=500, ge=1, le=5000)
 

@@ -14,7 +14,7 @@ from fastapi.responses import Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.api import fhir_rest, health, metadata
+from app.api import fhir_rest, fhir_system, health, metadata
 from app.config import Settings, get_settings
 from app.db import make_engine
 from app.fhir.capability import capability_statement
@@ -116,13 +116,18 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
         engine = make_engine(settings) if runtime is None else runtime.engine
         app.state.runtime = runtime or Runtime(settings=settings, engine=engine)
         warm_up()
-        implemented = {getattr(route, "name", "") for route in fhir_rest.router.routes}
+        implemented = {
+            getattr(route, "name", "")
+            for router in (fhir_rest.router, fhir_system.router)
+            for route in router.routes
+        }
         app.state.capability_statement = orjson.dumps(
             capability_statement(
                 implemented=implemented,
                 base_url=settings.base_url,
                 software_version=SOFTWARE_VERSION,
                 now=app.state.runtime.clock(),
+                max_bundle_entries=app.state.runtime.settings.max_bundle_entries,
             )
         )
         try:
@@ -146,4 +151,5 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
     app.include_router(health.router)
     app.include_router(metadata.router)
     app.include_router(fhir_rest.router)
+    app.include_router(fhir_system.router)
     return app

@@ -26,6 +26,7 @@ class Runtime:
             clock=self.clock,
             hooks=self.hooks,
             chi_system=self.settings.chi_system,
+            base_url=self.settings.base_url,
             default_page_size=self.settings.default_page_size,
             max_page_size=self.settings.max_page_size,
         )

@@ -51,6 +51,7 @@ ROOT = Path(__file__).resolve().parent.parent
 LUA_DIR = ROOT / "bench" / "lua"
 WORK_DIR = ROOT / "var" / "bench"
 RESULTS_DIR = ROOT / "bench" / "results"
+DEFAULT_APP = "bench.app:create_bench_app"
 DEFAULT_POSTGRES_URL = "postgresql+asyncpg://postgres@127.0.0.1:5432/postgres"
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
@@ -100,6 +101,7 @@ class Cpu:
 
     wall: float = 0.0
     server: float = 0.0  # the uvicorn master and its workers
+    postgres: float = 0.0  # every process named "postgres" (the backends serving the load)
     wrk: float = 0.0
     system: float = 0.0  # every process on the machine (PostgreSQL, the client, noise)
 
@@ -140,9 +142,11 @@ class Summary:
     socket_errors: int
     runs_rps: list[float]
     server_cores: float
+    postgres_cores: float
     wrk_cores: float
     system_cores: float
-    server_ms_per_request: float  # server CPU per response: steadier than req/s when shared
+    server_ms_per_request: float  # CPU per response: steadier than req/s on a shared machine
+    postgres_ms_per_request: float
     ratio: float | None = None
     verdict: str = ""
 
@@ -164,27 +168,36 @@ class BenchError(RuntimeError):
 # -- processes and CPU ------------------------------------------------------------------------
 
 
-def _proc_stat(pid: int) -> tuple[int, float] | None:
-    """(parent pid, CPU seconds) of a live process, from /proc."""
+def _proc_stat(pid: int) -> tuple[int, float, float] | None:
+    """(parent pid, CPU seconds, CPU seconds of its reaped children) of a process, from /proc."""
     try:
         text = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
         return None
     fields = text[text.rindex(")") + 2 :].split()
-    return int(fields[1]), (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+    ticks = [int(value) for value in fields[11:15]]
+    return int(fields[1]), (ticks[0] + ticks[1]) / CLOCK_TICKS, (ticks[2] + ticks[3]) / CLOCK_TICKS
 
 
-def _tree_cpu(root: int) -> float:
-    """CPU seconds of ``root`` and its live children (the uvicorn workers)."""
-    total = 0.0
+def _cpu_snapshot(root: int) -> tuple[float, float]:
+    """CPU seconds of ``root`` and its children (the uvicorn workers), and of PostgreSQL."""
+    server = postgres = 0.0
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
         pid = int(entry.name)
         stat = _proc_stat(pid)
-        if stat is not None and (pid == root or stat[0] == root):
-            total += stat[1]
-    return total
+        if stat is None:
+            continue
+        if pid == root or stat[0] == root:
+            server += stat[1]
+        else:
+            with suppress(OSError):
+                if (entry / "comm").read_text().strip() == "postgres":
+                    # A backend that exits during the run (a connection closed) leaves its CPU
+                    # time in its parent's (the postmaster's) count of reaped children.
+                    postgres += stat[1] + stat[2]
+    return server, postgres
 
 
 def _system_busy() -> float:
@@ -232,7 +245,7 @@ class Server:
 
 
 @contextmanager
-def serve(database_url: str, workers: int, log: Path) -> Iterator[Server]:
+def serve(database_url: str, workers: int, log: Path, app: str = DEFAULT_APP) -> Iterator[Server]:
     """uvicorn serving the bench app on a free loopback port; stopped when the block ends."""
     port = _free_port()
     base_url = f"http://127.0.0.1:{port}"
@@ -244,7 +257,7 @@ def serve(database_url: str, workers: int, log: Path) -> Iterator[Server]:
     }
     command = [
         *_uvicorn(),
-        "bench.app:create_bench_app",
+        app,
         "--factory",
         "--workers",
         str(workers),
@@ -408,14 +421,17 @@ def run_wrk(
         "--",
         *(args[name] for name in scenario.files),
     ]
-    wall, server_cpu, wrk_cpu = time.monotonic(), _tree_cpu(server.process.pid), _children_cpu()
+    wall, wrk_cpu = time.monotonic(), _children_cpu()
+    server_cpu, postgres_cpu = _cpu_snapshot(server.process.pid)
     busy = _system_busy()
     completed = subprocess.run(
         command, capture_output=True, text=True, timeout=duration + 60, check=False
     )
+    server_after, postgres_after = _cpu_snapshot(server.process.pid)
     cpu = Cpu(
         wall=time.monotonic() - wall,
-        server=_tree_cpu(server.process.pid) - server_cpu,
+        server=server_after - server_cpu,
+        postgres=postgres_after - postgres_cpu,
         wrk=_children_cpu() - wrk_cpu,
         system=_system_busy() - busy,
     )
@@ -461,6 +477,7 @@ def summarise(
         if not mine:
             continue
         wall = sum(run.cpu.wall for run in mine)
+        requests = max(1, sum(run.requests for run in mine))
         summaries[scenario.name] = Summary(
             scenario=scenario.name,
             ok_rps=statistics.median(run.ok_rps for run in mine),
@@ -470,11 +487,11 @@ def summarise(
             socket_errors=sum(run.socket_errors for run in mine),
             runs_rps=[round(run.ok_rps, 1) for run in mine],
             server_cores=sum(run.cpu.server for run in mine) / wall,
+            postgres_cores=sum(run.cpu.postgres for run in mine) / wall,
             wrk_cores=sum(run.cpu.wrk for run in mine) / wall,
             system_cores=sum(run.cpu.system for run in mine) / wall,
-            server_ms_per_request=1000
-            * sum(run.cpu.server for run in mine)
-            / max(1, sum(run.requests for run in mine)),
+            server_ms_per_request=1000 * sum(run.cpu.server for run in mine) / requests,
+            postgres_ms_per_request=1000 * sum(run.cpu.postgres for run in mine) / requests,
         )
     for scenario in scenarios:
         summary = summaries.get(scenario.name)
@@ -507,26 +524,30 @@ def print_table(title: str, summaries: Sequence[Summary], repeat: int) -> None:
     print()
     print(title)
     header = (
-        f"{'scenario':<15} {'2xx req/s':>10} {'p50 ms':>8} {'p99 ms':>8} {'non-2xx':>8} "
-        f"{'sock err':>8} {'cpu srv/wrk/all':>16} {'srv ms/req':>10}  ratio to baseline / target"
+        f"{'scenario':<14} {'2xx req/s':>10} {'p50 ms':>8} {'p99 ms':>8} {'non-2xx':>7} "
+        f"{'sockerr':>7} {'cores srv/pg/wrk/all':>20} {'ms/req srv/pg':>13}  "
+        "ratio to baseline / target"
     )
     print(header)
     print("-" * len(header))
     for s in summaries:
-        cpu = f"{s.server_cores:.2f}/{s.wrk_cores:.2f}/{s.system_cores:.2f}"
+        cores = (
+            f"{s.server_cores:.2f}/{s.postgres_cores:.2f}/{s.wrk_cores:.2f}/{s.system_cores:.2f}"
+        )
+        per_request = f"{s.server_ms_per_request:.2f}/{s.postgres_ms_per_request:.2f}"
         print(
-            f"{BY_NAME[s.scenario].label:<15} {s.ok_rps:>10,.1f} {s.p50_ms:>8.2f} "
-            f"{s.p99_ms:>8.2f} {s.non2xx:>8} {s.socket_errors:>8} {cpu:>16} "
-            f"{s.server_ms_per_request:>10.2f}  {s.verdict}"
+            f"{BY_NAME[s.scenario].label:<14} {s.ok_rps:>10,.1f} {s.p50_ms:>8.2f} "
+            f"{s.p99_ms:>8.2f} {s.non2xx:>7} {s.socket_errors:>7} {cores:>20} "
+            f"{per_request:>13}  {s.verdict}"
         )
     print(
         f"medians of {repeat} runs; req/s per run: "
         + "; ".join(f"{s.scenario} " + "/".join(f"{v:.0f}" for v in s.runs_rps) for s in summaries)
     )
     print(
-        "cpu srv/wrk/all: cores busy during the runs (uvicorn master and workers / wrk / the "
-        "whole machine, PostgreSQL and other tenants included); srv ms/req: uvicorn CPU time "
-        "per response"
+        "cores: CPU cores busy during the runs: uvicorn (master and workers), PostgreSQL, wrk and "
+        "the whole machine (other tenants included); ms/req: CPU time per response of uvicorn "
+        "and of PostgreSQL"
     )
 
 
@@ -553,7 +574,8 @@ def bench_database(
         flush=True,
     )
     upgrade(database_url)
-    with serve(database_url, workers, WORK_DIR / f"server-{name}.log") as server:
+    log = WORK_DIR / f"server-{name}.log"
+    with serve(database_url, workers, log, options.app) as server:
         print(f"   serving on {server.base_url}; seeding {options.seed} Patients", flush=True)
         inputs = prepare_inputs(server.base_url, name, options.seed)
         threads = max(1, min(options.threads, options.connections))
@@ -571,14 +593,7 @@ def bench_database(
             for scenario in scenarios:
                 run = run_wrk(wrk, scenario, server, inputs, repetition=repetition, **common)
                 runs.append(run)
-                print(
-                    f"   [{name} {repetition}/{options.repeat}] {scenario.name:<9}"
-                    f"{run.ok_rps:>9,.1f} req/s  p50 {run.p50_ms:7.2f} ms  "
-                    f"p99 {run.p99_ms:8.2f} ms  cpu srv {run.cpu.cores(run.cpu.server):.2f} "
-                    f"wrk {run.cpu.cores(run.cpu.wrk):.2f} all {run.cpu.cores(run.cpu.system):.2f}"
-                    + (f"  {_problems(run)}" if run.failed else ""),
-                    flush=True,
-                )
+                print(f"   [{name} {repetition}/{options.repeat}] {_progress(run)}", flush=True)
     summaries = summarise(runs, scenarios, is_target_db=name == "postgres")
     title = (
         f"{label}, {workers} uvicorn worker(s), {options.connections} connections, "
@@ -586,6 +601,17 @@ def bench_database(
     )
     print_table(title, summaries, options.repeat)
     return DatabaseResult(name, workers, runs, summaries, targets_met(summaries), idle)
+
+
+def _progress(run: Run) -> str:
+    cpu = run.cpu
+    text = (
+        f"{run.scenario:<9}{run.ok_rps:>9,.1f} req/s  p50 {run.p50_ms:7.2f} ms  "
+        f"p99 {run.p99_ms:8.2f} ms  cores srv {cpu.cores(cpu.server):.2f} "
+        f"pg {cpu.cores(cpu.postgres):.2f} wrk {cpu.cores(cpu.wrk):.2f} "
+        f"all {cpu.cores(cpu.system):.2f}"
+    )
+    return text + (f"  {_problems(run)}" if run.failed else "")
 
 
 def _problems(run: Run) -> str:
@@ -620,6 +646,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         default=os.environ.get("WAYMARK_BENCH_POSTGRES_URL", DEFAULT_POSTGRES_URL),
         help="admin URL used to create and drop the benchmark database "
         "(env WAYMARK_BENCH_POSTGRES_URL)",
+    )
+    parser.add_argument(
+        "--app",
+        default=DEFAULT_APP,
+        help="uvicorn factory to serve, to compare a variant (default %(default)s)",
     )
     parser.add_argument(
         "--check-targets", action="store_true", help="exit 3 when a PostgreSQL target is missed"

@@ -7,35 +7,36 @@ from those names, so it lists exactly what is served.
 from __future__ import annotations
 
 from typing import Annotated, Any
-from urllib.parse import urlencode
+from urllib.parse import parse_qsl, urlencode
 
-import orjson
 from fastapi import APIRouter, Path, Request
 from fastapi.responses import Response
 
+from app.api.edge import json_body as _json_body
+from app.api.edge import media as _media
+from app.api.edge import request_body as _body
+from app.api.edge import responses as _edge_responses
+from app.api.edge import runtime as _runtime
 from app.db import transaction
 from app.fhir import bundles
 from app.fhir.errors import (
     InvalidResource,
     Issue,
     MethodNotAllowed,
-    PayloadTooLarge,
+    UnsupportedMediaType,
     operation_outcome_bytes,
 )
 from app.fhir.http import (
     etag,
     http_date,
-    negotiate,
     parse_if_match,
     parse_prefer,
-    require_json_body,
 )
 from app.fhir.repository import StoredVersion
 from app.fhir.resources import SERVED
 from app.fhir.search.dates import parse_date
 from app.fhir.store import require_valid_id
-from app.fhir.validation import require_served_type
-from app.runtime import Runtime
+from app.fhir.validation import require_interaction
 
 router = APIRouter(tags=["FHIR REST"])
 
@@ -50,85 +51,22 @@ ResourceId = Annotated[
     str, Path(description="Logical id", json_schema_extra={"pattern": r"^[A-Za-z0-9\-.]{1,64}$"})
 ]
 
-_OUTCOME_SCHEMA = {
-    "type": "object",
-    "required": ["resourceType", "issue"],
-    "properties": {"resourceType": {"const": "OperationOutcome"}, "issue": {"type": "array"}},
-}
 _RESOURCE_SCHEMA = {
     "type": "object",
     "required": ["resourceType"],
     "properties": {"resourceType": {"type": "string", "enum": list(SERVED)}},
     "additionalProperties": True,
 }
-_BUNDLE_SCHEMA = {
-    "type": "object",
-    "required": ["resourceType", "type"],
-    "properties": {"resourceType": {"const": "Bundle"}},
-}
-
-
-def _fhir_content(schema: dict[str, Any]) -> dict[str, Any]:
-    return {"application/fhir+json": {"schema": schema}, "application/json": {"schema": schema}}
 
 
 def _responses(success: dict[int, str], *errors: int) -> dict[int | str, Any]:
-    responses: dict[int | str, Any] = {
-        code: {"description": text, "content": _fhir_content(_RESOURCE_SCHEMA)}
-        for code, text in success.items()
-    }
-    for code in (400, 404, 406, *errors):
-        responses[code] = {
-            "description": "OperationOutcome explaining the failure",
-            "content": _fhir_content(_OUTCOME_SCHEMA),
-        }
-    return responses
-
-
-def _body(schema: dict[str, Any], media: str = "application/fhir+json") -> dict[str, Any]:
-    content = {media: {"schema": schema}}
-    if media == "application/fhir+json":
-        content["application/json"] = {"schema": schema}
-    return {"requestBody": {"required": True, "content": content}}
-
-
-def _runtime(request: Request) -> Runtime:
-    runtime: Runtime = request.app.state.runtime
-    return runtime
-
-
-async def _json_body(request: Request, *, patch: bool = False) -> Any:
-    require_json_body(request.headers.get("content-type"), patch=patch)
-    limit = _runtime(request).settings.max_body_bytes
-    declared = request.headers.get("content-length")
-    if declared and declared.isdigit() and int(declared) > limit:
-        raise PayloadTooLarge(f"The body is larger than this server's limit of {limit} bytes")
-    body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > limit:
-            raise PayloadTooLarge(f"The body is larger than this server's limit of {limit} bytes")
-    if not body:
-        raise InvalidResource("The request has no body")
-    try:
-        return orjson.loads(body)
-    except orjson.JSONDecodeError as error:
-        raise InvalidResource(f"The body is not valid JSON: {error}") from error
+    return _edge_responses(success, _RESOURCE_SCHEMA, *errors)
 
 
 def _check_interaction(resource_type: str, interaction: str) -> None:
     if resource_type == "metadata":  # POST /metadata etc. reach the type routes
         raise MethodNotAllowed("/metadata answers GET only")
-    require_served_type(resource_type)
-    if interaction not in SERVED[resource_type].interactions:
-        raise MethodNotAllowed(
-            f"{resource_type} does not support the '{interaction}' interaction"
-            + (
-                f": {SERVED[resource_type].documentation}"
-                if SERVED[resource_type].documentation
-                else ""
-            )
-        )
+    require_interaction(resource_type, interaction)
 
 
 def _resource_response(
@@ -154,10 +92,6 @@ def _resource_response(
         body = operation_outcome_bytes([Issue("informational", text, severity="information")])
         return Response(body, status_code=status, headers=headers, media_type=media)
     return Response(stored.content, status_code=status, headers=headers, media_type=media)
-
-
-def _media(request: Request) -> str:
-    return negotiate(request.headers.get("accept"), request.query_params.get("_format"))
 
 
 @router.get(
@@ -250,28 +184,42 @@ async def read(request: Request, resource_type: ResourceType, resource_id: Resou
     responses=_responses({200: "A searchset Bundle"}),
 )
 async def search(request: Request, resource_type: ResourceType) -> Response:
+    return await _search(request, resource_type, list(request.query_params.multi_items()))
+
+
+@router.post(
+    "/{resource_type}/_search",
+    name="search-type-post",
+    summary="Search resources of a type, parameters form-encoded in the body",
+    responses=_responses({200: "A searchset Bundle"}, 415),
+    openapi_extra={
+        "requestBody": {
+            "content": {
+                "application/x-www-form-urlencoded": {
+                    "schema": {"type": "object", "additionalProperties": {"type": "string"}}
+                }
+            }
+        }
+    },
+)
+async def search_post(request: Request, resource_type: ResourceType) -> Response:
+    media_type = (request.headers.get("content-type") or "").split(";")[0].strip().lower()
+    if media_type != "application/x-www-form-urlencoded":
+        raise UnsupportedMediaType(
+            "POST _search takes application/x-www-form-urlencoded parameters"
+        )
+    body = (await request.body()).decode("utf-8", errors="replace")
+    params = list(request.query_params.multi_items()) + parse_qsl(body, keep_blank_values=True)
+    return await _search(request, resource_type, params)
+
+
+async def _search(request: Request, resource_type: str, params: list[tuple[str, str]]) -> Response:
     media = _media(request)
     _check_interaction(resource_type, "search-type")
     runtime = _runtime(request)
-    params = [(k, v) for k, v in request.query_params.multi_items() if k != "_format"]
+    lenient = parse_prefer(request.headers.get("prefer")).handling == "lenient"
     async with transaction(runtime.engine, write=False) as conn:
-        page, request_params = await runtime.store(conn).search(resource_type, params)
-    base = runtime.settings.base_url
-    self_url = f"{base}/{resource_type}" + (
-        f"?{urlencode(request_params)}" if request_params else ""
-    )
-    links = [("self", self_url)]
-    if page.next_cursor is not None:
-        next_params = [*request_params, ("_cursor", page.next_cursor)]
-        links.append(("next", f"{base}/{resource_type}?{urlencode(next_params)}"))
-    body = bundles.searchset(
-        base_url=base,
-        resource_type=resource_type,
-        rows=page.rows,
-        total=page.total,
-        links=links,
-        now=runtime.clock(),
-    )
+        body = await runtime.store(conn).search(resource_type, params, lenient=lenient)
     return Response(body, media_type=media)
 
 

@@ -5,11 +5,15 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterable, Sequence
 from datetime import datetime
+from urllib.parse import urlencode
 
 import orjson
 
+from app.fhir.errors import Issue, operation_outcome_bytes
 from app.fhir.repository import StoredVersion
-from app.fhir.store import instant
+from app.fhir.resources import instant
+from app.fhir.search.parse import SearchRequest
+from app.fhir.search.query import SearchPage
 
 
 def _open(
@@ -28,27 +32,95 @@ def _open(
     return orjson.dumps(head)[:-1]
 
 
+SUBSETTED = {
+    "system": "http://terminology.hl7.org/CodeSystem/v3-ObservationValue",
+    "code": "SUBSETTED",
+}
+
+
+def subset(content: bytes, elements: Sequence[str]) -> bytes:
+    """The resource with only the elements asked for (_elements), marked SUBSETTED."""
+    resource = orjson.loads(content)
+    kept = {k: v for k, v in resource.items() if k in ("resourceType", "id", "meta", *elements)}
+    meta = dict(kept.get("meta", {}))
+    meta["tag"] = [*meta.get("tag", []), SUBSETTED]
+    kept["meta"] = meta
+    return orjson.dumps(kept)
+
+
+def _entry(base_url: str, resource_type: str, resource_id: str, content: bytes, mode: str) -> bytes:
+    return (
+        b'{"fullUrl":"'
+        + f"{base_url}/{resource_type}/{resource_id}".encode()
+        + b'","resource":'
+        + content
+        + b',"search":{"mode":"'
+        + mode.encode()
+        + b'"}}'
+    )
+
+
 def searchset(
     *,
     base_url: str,
     resource_type: str,
     rows: Iterable[tuple[str, bytes]],
+    included: Iterable[tuple[str, str, bytes]] = (),
     total: int | None,
     links: Sequence[tuple[str, str]],
     now: datetime,
+    elements: Sequence[str] | None = None,
+    outcome: bytes | None = None,
 ) -> bytes:
     entries = [
-        b'{"fullUrl":"'
-        + f"{base_url}/{resource_type}/{resource_id}".encode()
-        + b'","resource":'
-        + content
-        + b',"search":{"mode":"match"}}'
+        _entry(
+            base_url,
+            resource_type,
+            resource_id,
+            subset(content, elements) if elements else content,
+            "match",
+        )
         for resource_id, content in rows
     ]
+    entries += [_entry(base_url, t, i, content, "include") for t, i, content in included]
+    if outcome is not None:
+        entries.append(b'{"resource":' + outcome + b',"search":{"mode":"outcome"}}')
     body = _open("searchset", now, total, links)
     if entries:
         body += b',"entry":[' + b",".join(entries) + b"]"
     return body + b"}"
+
+
+def search_result(
+    *, base_url: str, resource_type: str, page: SearchPage, request: SearchRequest, now: datetime
+) -> bytes:
+    """The searchset Bundle of one page: self/next/previous links as understood, includes,
+    and a warning outcome naming what lenient handling ignored."""
+    base = f"{base_url}/{resource_type}"
+    canonical = request.canonical
+    links = [("self", base + (f"?{urlencode(canonical)}" if canonical else ""))]
+    for relation, cursor in (("next", page.next_cursor), ("previous", page.previous_cursor)):
+        if cursor is not None:
+            links.append((relation, f"{base}?{urlencode([*canonical, ('_cursor', cursor)])}"))
+    outcome = None
+    if request.ignored:
+        outcome = operation_outcome_bytes(
+            [
+                Issue("not-supported", f"Ignored '{name}': {why}", severity="warning")
+                for name, why in request.ignored
+            ]
+        )
+    return searchset(
+        base_url=base_url,
+        resource_type=resource_type,
+        rows=page.rows,
+        included=page.included,
+        total=page.total,
+        links=links,
+        now=now,
+        elements=request.elements,
+        outcome=outcome,
+    )
 
 
 def history(
@@ -81,6 +153,15 @@ def history(
             encoded = encoded[:-1] + b',"resource":' + version.content + b"}"
         entries.append(encoded)
     body = _open("history", now, len(versions), links)
+    if entries:
+        body += b',"entry":[' + b",".join(entries) + b"]"
+    return body + b"}"
+
+
+def response(*, bundle_type: str, entries: Sequence[bytes], now: datetime) -> bytes:
+    """A transaction-response or batch-response Bundle of entries already encoded (each
+    holding its resource's stored bytes)."""
+    body = _open(bundle_type, now, None, ())
     if entries:
         body += b',"entry":[' + b",".join(entries) + b"]"
     return body + b"}"

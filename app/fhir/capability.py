@@ -11,9 +11,8 @@ from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
-from app.fhir.resources import FHIR_VERSION, SERVED
+from app.fhir.resources import FHIR_VERSION, SERVED, instant
 from app.fhir.search.registry import parameters_for
-from app.fhir.store import instant
 
 TYPE_INTERACTIONS = (
     "read",
@@ -27,9 +26,17 @@ TYPE_INTERACTIONS = (
     "search-type",
 )
 
+#: System interactions, by the name of the route that implements them.
+SYSTEM_INTERACTIONS = {"transaction": ("transaction", "batch")}
+
 
 def capability_statement(
-    *, implemented: Iterable[str], base_url: str, software_version: str, now: datetime
+    *,
+    implemented: Iterable[str],
+    base_url: str,
+    software_version: str,
+    now: datetime,
+    max_bundle_entries: int | None = None,
 ) -> dict[str, Any]:
     implemented = set(implemented)
     resources = []
@@ -82,6 +89,25 @@ def capability_statement(
             {
                 "mode": "server",
                 "resource": resources,
+                **_system_interactions(implemented, max_bundle_entries),
             }
         ],
     }
+
+
+def _system_interactions(
+    implemented: set[str], max_bundle_entries: int | None
+) -> dict[str, list[dict[str, str]]]:
+    limit = f" At most {max_bundle_entries} entries per Bundle." if max_bundle_entries else ""
+    documentation = {
+        "transaction": "All entries or none, in FHIR's order; urn:uuid and conditional "
+        "references resolved." + limit,
+        "batch": "Each entry on its own, with its own status and outcome." + limit,
+    }
+    interactions = [
+        {"code": code, "documentation": documentation[code]}
+        for route, codes in SYSTEM_INTERACTIONS.items()
+        if route in implemented
+        for code in codes
+    ]
+    return {"interaction": interactions} if interactions else {}

@@ -10,12 +10,15 @@ from datetime import datetime
 
 from sqlalchemy import (
     Boolean,
+    Column,
     DateTime,
     Index,
     Integer,
     LargeBinary,
     MetaData,
+    Numeric,
     String,
+    Table,
     Text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -67,18 +70,70 @@ class ResourceVersion(Base):
     )
 
 
-class SearchToken(Base):
-    """Token search index: one row per (resource, parameter, system, code).
+# The search index: one table per parameter type, kept in step with every write from the
+# search-parameter registry (app/fhir/search). Rows carry no key of their own: they are found by
+# (resource_type, param, value) when searching and by (resource_type, resource_id) when replaced.
 
-    ``system`` is the empty string when the value has no system, so ``|code`` searches work.
-    """
+search_token = Table(
+    "search_token",
+    Base.metadata,
+    Column("resource_type", String(64), nullable=False),
+    Column("param", String(64), nullable=False),
+    Column("system", Text, nullable=False),  # '' when the value has no system (so |code works)
+    Column("code", Text, nullable=False),
+    Column("resource_id", String(64), nullable=False),
+    Index(None, "resource_type", "param", "code", "system"),
+    Index(None, "resource_type", "resource_id"),
+)
 
-    __tablename__ = "search_token"
+search_string = Table(
+    "search_string",
+    Base.metadata,
+    Column("resource_type", String(64), nullable=False),
+    Column("param", String(64), nullable=False),
+    Column("value", Text, nullable=False),  # normalised: case and accents folded
+    Column("exact", Text, nullable=False),  # as written, for :exact
+    Column("resource_id", String(64), nullable=False),
+    Index(None, "resource_type", "param", "value"),
+    Index(None, "resource_type", "resource_id"),
+)
 
-    resource_type: Mapped[str] = mapped_column(String(64), primary_key=True)
-    param: Mapped[str] = mapped_column(String(64), primary_key=True)
-    code: Mapped[str] = mapped_column(Text, primary_key=True)
-    system: Mapped[str] = mapped_column(Text, primary_key=True)
-    resource_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+search_reference = Table(
+    "search_reference",
+    Base.metadata,
+    Column("resource_type", String(64), nullable=False),
+    Column("param", String(64), nullable=False),
+    Column("target_type", String(64), nullable=False),  # '' for an absolute URL elsewhere
+    Column("target_id", Text, nullable=False),  # the id, or the whole URL
+    Column("resource_id", String(64), nullable=False),
+    Index(None, "resource_type", "param", "target_id", "target_type"),
+    Index(None, "target_id", "target_type"),
+    Index(None, "resource_type", "resource_id"),
+)
 
-    __table_args__ = (Index(None, "resource_type", "resource_id"),)
+search_date = Table(
+    "search_date",
+    Base.metadata,
+    Column("resource_type", String(64), nullable=False),
+    Column("param", String(64), nullable=False),
+    Column("low", DateTime(timezone=True), nullable=False),  # inclusive
+    Column("high", DateTime(timezone=True), nullable=False),  # exclusive
+    Column("resource_id", String(64), nullable=False),
+    Index(None, "resource_type", "param", "low", "high"),
+    Index(None, "resource_type", "resource_id"),
+)
+
+search_quantity = Table(
+    "search_quantity",
+    Base.metadata,
+    Column("resource_type", String(64), nullable=False),
+    Column("param", String(64), nullable=False),
+    Column("value", Numeric, nullable=False),
+    Column("system", Text, nullable=False),
+    Column("code", Text, nullable=False),
+    Column("resource_id", String(64), nullable=False),
+    Index(None, "resource_type", "param", "value"),
+    Index(None, "resource_type", "resource_id"),
+)
+
+INDEX_TABLES = (search_token, search_string, search_reference, search_date, search_quantity)

@@ -8,14 +8,23 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import cast
 
-from sqlalchemy import Table, and_, delete, insert, select, text, update
+from sqlalchemy import Table, and_, bindparam, delete, insert, select, text, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from app.fhir.models import Resource, ResourceVersion, SearchToken
+from app.fhir.models import (
+    INDEX_TABLES,
+    Resource,
+    ResourceVersion,
+    search_date,
+    search_quantity,
+    search_reference,
+    search_string,
+    search_token,
+)
+from app.fhir.search.index import IndexRows
 
 resource_table = cast(Table, Resource.__table__)
 version_table = cast(Table, ResourceVersion.__table__)
-token_table = cast(Table, SearchToken.__table__)
 
 
 def as_utc(value: datetime) -> datetime:
@@ -36,11 +45,17 @@ class StoredVersion:
     method: str = ""
 
 
-@dataclass(frozen=True, slots=True)
-class TokenRow:
-    param: str
-    system: str
-    code: str
+# Built once: the read-by-id statement is the hottest in the service.
+_SELECT_CURRENT = select(
+    resource_table.c.version_id,
+    resource_table.c.last_updated,
+    resource_table.c.deleted,
+    resource_table.c.content,
+).where(
+    resource_table.c.resource_type == bindparam("rt"),
+    resource_table.c.id == bindparam("rid"),
+)
+_SELECT_CURRENT_FOR_UPDATE = _SELECT_CURRENT.with_for_update()
 
 
 class ResourceRepository:
@@ -51,18 +66,8 @@ class ResourceRepository:
     async def current(
         self, resource_type: str, resource_id: str, *, for_update: bool = False
     ) -> StoredVersion | None:
-        stmt = select(
-            resource_table.c.version_id,
-            resource_table.c.last_updated,
-            resource_table.c.deleted,
-            resource_table.c.content,
-        ).where(
-            resource_table.c.resource_type == resource_type,
-            resource_table.c.id == resource_id,
-        )
-        if for_update and self.is_postgres:
-            stmt = stmt.with_for_update()
-        row = (await self.conn.execute(stmt)).first()
+        stmt = _SELECT_CURRENT_FOR_UPDATE if for_update and self.is_postgres else _SELECT_CURRENT
+        row = (await self.conn.execute(stmt, {"rt": resource_type, "rid": resource_id})).first()
         if row is None:
             return None
         return StoredVersion(resource_type, resource_id, row[0], as_utc(row[1]), row[2], row[3])
@@ -87,22 +92,23 @@ class ResourceRepository:
             resource_type, resource_id, version_id, as_utc(row[0]), row[1], row[2], row[3]
         )
 
-    async def insert_new(self, stored: StoredVersion) -> None:
-        await self.conn.execute(
-            insert(resource_table),
-            {
-                "resource_type": stored.resource_type,
-                "id": stored.id,
-                "version_id": stored.version_id,
-                "last_updated": stored.last_updated,
-                "deleted": stored.deleted,
-                "content": stored.content,
-            },
-        )
-        await self._insert_version(stored)
+    async def insert_new(self, stored: StoredVersion, index: IndexRows) -> None:
+        """Write the first version of a resource and its index rows."""
+        if self.is_postgres:
+            await self.conn.execute(_PG_CREATE, _pg_parameters(stored, index, None))
+            return
+        await self.conn.execute(insert(resource_table), _resource_values(stored))
+        await self.conn.execute(insert(version_table), _version_values(stored))
+        await self._insert_index(stored, index)
 
-    async def replace(self, stored: StoredVersion, *, previous_version: int) -> bool:
-        """Write a new current version; False when someone else wrote first."""
+    async def replace(
+        self, stored: StoredVersion, index: IndexRows, *, previous_version: int
+    ) -> bool:
+        """Write a new current version and its index rows; False if another write came first."""
+        if self.is_postgres:
+            parameters = _pg_parameters(stored, index, previous_version)
+            result = await self.conn.execute(_PG_REPLACE, parameters)
+            return result.rowcount == 1
         result = await self.conn.execute(
             update(resource_table)
             .where(
@@ -119,22 +125,50 @@ class ResourceRepository:
         )
         if result.rowcount != 1:
             return False
-        await self._insert_version(stored)
+        await self.conn.execute(insert(version_table), _version_values(stored))
+        for table in INDEX_TABLES:
+            await self.conn.execute(
+                delete(table).where(
+                    table.c.resource_type == stored.resource_type,
+                    table.c.resource_id == stored.id,
+                )
+            )
+        await self._insert_index(stored, index)
         return True
 
-    async def _insert_version(self, stored: StoredVersion) -> None:
-        await self.conn.execute(
-            insert(version_table),
-            {
-                "resource_type": stored.resource_type,
-                "id": stored.id,
-                "version_id": stored.version_id,
-                "last_updated": stored.last_updated,
-                "deleted": stored.deleted,
-                "method": stored.method,
-                "content": stored.content,
-            },
+    async def _insert_index(self, stored: StoredVersion, index: IndexRows) -> None:
+        key = {"resource_type": stored.resource_type, "resource_id": stored.id}
+        batches = (
+            (
+                search_token,
+                [{**key, "param": p, "system": s, "code": c} for p, s, c in index.tokens],
+            ),
+            (
+                search_string,
+                [{**key, "param": p, "value": v, "exact": e} for p, v, e in index.strings],
+            ),
+            (
+                search_reference,
+                [
+                    {**key, "param": p, "target_type": t, "target_id": i}
+                    for p, t, i in index.references
+                ],
+            ),
+            (
+                search_date,
+                [{**key, "param": p, "low": lo, "high": hi} for p, lo, hi in index.dates],
+            ),
+            (
+                search_quantity,
+                [
+                    {**key, "param": p, "value": v, "system": s, "code": c}
+                    for p, v, s, c in index.quantities
+                ],
+            ),
         )
+        for table, values in batches:
+            if values:
+                await self.conn.execute(insert(table), values)
 
     async def history(
         self,
@@ -172,31 +206,6 @@ class ResourceRepository:
             StoredVersion(resource_type, r[0], r[1], as_utc(r[2]), r[3], r[4], r[5]) for r in rows
         ]
 
-    async def replace_tokens(
-        self, resource_type: str, resource_id: str, tokens: Sequence[TokenRow], *, new: bool
-    ) -> None:
-        if not new:
-            await self.conn.execute(
-                delete(token_table).where(
-                    token_table.c.resource_type == resource_type,
-                    token_table.c.resource_id == resource_id,
-                )
-            )
-        if tokens:
-            await self.conn.execute(
-                insert(token_table),
-                [
-                    {
-                        "resource_type": resource_type,
-                        "resource_id": resource_id,
-                        "param": t.param,
-                        "system": t.system,
-                        "code": t.code,
-                    }
-                    for t in tokens
-                ],
-            )
-
     async def lock(self, key: str) -> None:
         """Serialise writers that race on ``key`` until the transaction ends.
 
@@ -210,3 +219,98 @@ class ResourceRepository:
             text("SELECT pg_advisory_xact_lock(:key)"),
             {"key": int.from_bytes(digest, "big", signed=True)},
         )
+
+
+def _resource_values(stored: StoredVersion) -> dict[str, object]:
+    return {
+        "resource_type": stored.resource_type,
+        "id": stored.id,
+        "version_id": stored.version_id,
+        "last_updated": stored.last_updated,
+        "deleted": stored.deleted,
+        "content": stored.content,
+    }
+
+
+def _version_values(stored: StoredVersion) -> dict[str, object]:
+    return {**_resource_values(stored), "method": stored.method}
+
+
+# PostgreSQL writes a version in one statement: the resource row, its history row and every
+# index row (arrays unnested), so a write costs one round trip however many rows it touches.
+# Data-modifying CTEs share one snapshot, so the index DELETEs never see the rows inserted
+# beside them.
+_PG_INDEX_INSERTS = """
+  tok AS (INSERT INTO search_token (resource_type, param, system, code, resource_id)
+          SELECT :rt, x.p, x.s, x.c, :rid
+          FROM unnest(CAST(:tok_p AS text[]), CAST(:tok_s AS text[]), CAST(:tok_c AS text[]))
+               AS x(p, s, c)),
+  str AS (INSERT INTO search_string (resource_type, param, value, exact, resource_id)
+          SELECT :rt, x.p, x.v, x.e, :rid
+          FROM unnest(CAST(:str_p AS text[]), CAST(:str_v AS text[]), CAST(:str_e AS text[]))
+               AS x(p, v, e)),
+  ref AS (INSERT INTO search_reference (resource_type, param, target_type, target_id, resource_id)
+          SELECT :rt, x.p, x.t, x.i, :rid
+          FROM unnest(CAST(:ref_p AS text[]), CAST(:ref_t AS text[]), CAST(:ref_i AS text[]))
+               AS x(p, t, i)),
+  dat AS (INSERT INTO search_date (resource_type, param, low, high, resource_id)
+          SELECT :rt, x.p, x.l, x.h, :rid
+          FROM unnest(CAST(:dat_p AS text[]), CAST(:dat_l AS timestamptz[]),
+                      CAST(:dat_h AS timestamptz[])) AS x(p, l, h)),
+  qty AS (INSERT INTO search_quantity (resource_type, param, value, system, code, resource_id)
+          SELECT :rt, x.p, x.v, x.s, x.c, :rid
+          FROM unnest(CAST(:qty_p AS text[]), CAST(:qty_v AS numeric[]), CAST(:qty_s AS text[]),
+                      CAST(:qty_c AS text[])) AS x(p, v, s, c))"""
+
+_PG_VERSION_INSERT = """
+  ver AS (INSERT INTO resource_version
+            (resource_type, id, version_id, last_updated, deleted, method, content)
+          VALUES (:rt, :rid, :vid, :updated, :deleted, :method, :content))"""
+
+_PG_CREATE = text(
+    f"WITH {_PG_VERSION_INSERT},{_PG_INDEX_INSERTS}\n"
+    "INSERT INTO resource (resource_type, id, version_id, last_updated, deleted, content)\n"
+    "VALUES (:rt, :rid, :vid, :updated, :deleted, :content)"
+)
+
+_PG_INDEX_DELETES = ",".join(  # table names are the module's own constants
+    f"\n  del_{table.name} AS (DELETE FROM {table.name} "  # noqa: S608
+    "WHERE resource_type = :rt AND resource_id = :rid)"
+    for table in INDEX_TABLES
+)
+
+_PG_REPLACE = text(
+    f"WITH {_PG_VERSION_INSERT},{_PG_INDEX_DELETES},{_PG_INDEX_INSERTS}\n"
+    "UPDATE resource SET version_id = :vid, last_updated = :updated, deleted = :deleted,"
+    " content = :content\n"
+    "WHERE resource_type = :rt AND id = :rid AND version_id = :previous"
+)
+
+
+def _pg_parameters(
+    stored: StoredVersion, index: IndexRows, previous_version: int | None
+) -> dict[str, object]:
+    def column(rows: Sequence[tuple[object, ...]], position: int) -> list[object]:
+        return [row[position] for row in rows]
+
+    parameters: dict[str, object] = {
+        "rt": stored.resource_type,
+        "rid": stored.id,
+        "vid": stored.version_id,
+        "updated": stored.last_updated,
+        "deleted": stored.deleted,
+        "method": stored.method,
+        "content": stored.content,
+    }
+    for prefix, rows, width in (
+        ("tok", index.tokens, ("p", "s", "c")),
+        ("str", index.strings, ("p", "v", "e")),
+        ("ref", index.references, ("p", "t", "i")),
+        ("dat", index.dates, ("p", "l", "h")),
+        ("qty", index.quantities, ("p", "v", "s", "c")),
+    ):
+        for position, name in enumerate(width):
+            parameters[f"{prefix}_{name}"] = column(rows, position)
+    if previous_version is not None:
+        parameters["previous"] = previous_version
+    return parameters

@@ -7,6 +7,7 @@ are used for structural validation. Nothing else in the code base imports ``fhir
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 from functools import cache
 from typing import Any
 
@@ -83,6 +84,11 @@ SERVED["AuditEvent"] = ResourcePolicy(
     "deleted through the API.",
 )
 SERVED = dict(sorted(SERVED.items()))
+
+
+def instant(value: datetime) -> str:
+    """A FHIR instant in UTC, to the millisecond."""
+    return value.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 @cache

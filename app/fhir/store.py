@@ -18,6 +18,7 @@ import jsonpatch
 import orjson
 
 from app.clock import Clock
+from app.fhir import bundles
 from app.fhir.errors import (
     BusinessRuleViolation,
     Gone,
@@ -29,17 +30,14 @@ from app.fhir.errors import (
 )
 from app.fhir.hooks import WriteEvent, WriteHooks
 from app.fhir.repository import ResourceRepository, StoredVersion
-from app.fhir.search.index import token_rows
-from app.fhir.search.query import SearchPage, parse_search, run_search
+from app.fhir.resources import instant
+from app.fhir.search.index import IndexRows, index_rows
+from app.fhir.search.parse import parse_search
+from app.fhir.search.query import run_search
 from app.fhir.validation import validate_resource
 
 _HTTP_METHODS = {"create": "POST", "update": "PUT", "patch": "PATCH"}
 ID_PATTERN = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")
-
-
-def instant(value: datetime) -> str:
-    """A FHIR instant in UTC with milliseconds."""
-    return value.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def require_valid_id(resource_id: str) -> None:
@@ -63,6 +61,7 @@ class FhirStore:
         clock: Clock,
         hooks: WriteHooks,
         chi_system: str,
+        base_url: str,
         default_page_size: int = 50,
         max_page_size: int = 500,
     ) -> None:
@@ -70,6 +69,7 @@ class FhirStore:
         self.clock = clock
         self.hooks = hooks
         self.chi_system = chi_system
+        self.base_url = base_url
         self.default_page_size = default_page_size
         self.max_page_size = max_page_size
 
@@ -105,30 +105,46 @@ class FhirStore:
         return list(await self.repo.history(resource_type, resource_id, since=since, limit=count))
 
     async def search(
-        self, resource_type: str, params: list[tuple[str, str]]
-    ) -> tuple[SearchPage, list[tuple[str, str]]]:
-        """One page of matches, and the parameters as understood (for the Bundle's links)."""
+        self, resource_type: str, params: list[tuple[str, str]], *, lenient: bool = False
+    ) -> bytes:
+        """One page of a search, as a searchset Bundle."""
         request = parse_search(
             resource_type,
             params,
             default_count=self.default_page_size,
             max_count=self.max_page_size,
+            lenient=lenient,
         )
-        return await run_search(self.repo.conn, request), request.canonical
+        page = await run_search(self.repo.conn, request, self.base_url)
+        return bundles.search_result(
+            base_url=self.base_url,
+            resource_type=resource_type,
+            page=page,
+            request=request,
+            now=self.clock(),
+        )
 
     # -- writes --------------------------------------------------------------------------
 
     async def create(
-        self, document: Any, *, resource_type: str, if_none_exist: str | None = None
+        self,
+        document: Any,
+        *,
+        resource_type: str,
+        if_none_exist: str | None = None,
+        resource_id: str | None = None,
     ) -> WriteResult:
+        """``resource_id`` is for a transaction Bundle, which assigns ids before it writes so
+        that its entries can refer to one another; clients never choose it on create."""
         resource_type, document = validate_resource(
             document, expected_type=resource_type, chi_system=self.chi_system
         )
         if if_none_exist is not None:
-            existing = await self._conditional_match(resource_type, if_none_exist)
+            existing = await self.conditional_match(resource_type, if_none_exist)
             if existing is not None:
                 return WriteResult(existing, created=False)
-        stored = await self._write(resource_type, str(uuid.uuid4()), document, None, "create")
+        new_id = resource_id or str(uuid.uuid4())
+        stored = await self._write(resource_type, new_id, document, None, "create")
         return WriteResult(stored, created=True)
 
     async def update(
@@ -197,13 +213,16 @@ class FhirStore:
             interaction="patch",
         )
 
-    async def delete(self, resource_type: str, resource_id: str) -> StoredVersion | None:
+    async def delete(
+        self, resource_type: str, resource_id: str, *, if_match: int | None = None
+    ) -> StoredVersion | None:
         """Write a tombstone version; None when the resource was already deleted."""
         current = await self.repo.current(resource_type, resource_id, for_update=True)
         if current is None:
             raise NotFound(f"{resource_type}/{resource_id} is not known")
         if current.deleted:
             return None
+        self._check_if_match(current, if_match)
         watched = self.hooks.watches(resource_type) and current.content is not None
         before = orjson.loads(current.content or b"{}") if watched else None
         event = WriteEvent(self, "delete", resource_type, resource_id, before, None)
@@ -217,8 +236,7 @@ class FhirStore:
             None,
             "DELETE",
         )
-        await self._replace(stored, current)
-        await self.repo.replace_tokens(resource_type, resource_id, (), new=False)
+        await self._replace(stored, current, IndexRows())
         await self.hooks.run_after(event)
         return stored
 
@@ -233,18 +251,24 @@ class FhirStore:
                 headers={"ETag": f'W/"{current.version_id}"'},
             )
 
-    async def _conditional_match(self, resource_type: str, query: str) -> StoredVersion | None:
+    async def conditional_match(
+        self, resource_type: str, query: str, *, criteria: str = "If-None-Exist"
+    ) -> StoredVersion | None:
+        """The one current resource ``query`` matches, None for no match, 412 for several.
+
+        ``criteria`` names where the query came from, for the error messages.
+        """
         params = parse_qsl(query.lstrip("?"), keep_blank_values=True)
         if not params:
-            raise InvalidRequest("If-None-Exist holds no search parameters")
+            raise InvalidRequest(f"{criteria} holds no search parameters")
         request = parse_search(resource_type, params, default_count=2, max_count=2)
         request.count = 2
         # Concurrent retries of the same conditional create must not both create.
         await self.repo.lock(f"{resource_type}?{sorted(request.canonical)}")
-        page = await run_search(self.repo.conn, request)
+        page = await run_search(self.repo.conn, request, self.base_url)
         if len(page.rows) > 1:
             raise MultipleMatches(
-                f"If-None-Exist matches more than one {resource_type}; make the criteria "
+                f"{criteria} matches more than one {resource_type}; make the criteria "
                 "more selective"
             )
         if not page.rows:
@@ -285,19 +309,19 @@ class FhirStore:
             orjson.dumps(served),
             _HTTP_METHODS.get(interaction, "PUT"),
         )
+        index = index_rows(resource_type, served, self.base_url)
         if current is None:
-            await self.repo.insert_new(stored)
+            await self.repo.insert_new(stored, index)
         else:
-            await self._replace(stored, current)
-        await self.repo.replace_tokens(
-            resource_type, resource_id, token_rows(resource_type, served), new=current is None
-        )
+            await self._replace(stored, current, index)
         event.after = served
         await self.hooks.run_after(event)
         return stored
 
-    async def _replace(self, stored: StoredVersion, current: StoredVersion) -> None:
-        if not await self.repo.replace(stored, previous_version=current.version_id):
+    async def _replace(
+        self, stored: StoredVersion, current: StoredVersion, index: IndexRows
+    ) -> None:
+        if not await self.repo.replace(stored, index, previous_version=current.version_id):
             raise PreconditionFailed(
                 f"{stored.resource_type}/{stored.id} was changed by another request; "
                 "read it again and reapply the change"

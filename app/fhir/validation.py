@@ -12,7 +12,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from app.fhir.bindings import binding_issues
-from app.fhir.errors import InvalidResource, Issue, UnknownResourceType
+from app.fhir.errors import InvalidResource, Issue, MethodNotAllowed, UnknownResourceType
 from app.fhir.identifiers import NHS_NUMBER_SYSTEM, chi_number_problem, nhs_number_problem
 from app.fhir.resources import SERVED, model_class
 
@@ -92,10 +92,38 @@ class _Walker:
             self.issues.append(Issue("value", problem, expression=(f"{path}.value",)))
 
 
+#: Deeper than any real FHIR resource; the limit keeps recursive processing safe.
+MAX_JSON_DEPTH = 64
+
+
+def require_reasonable_depth(document: Any) -> None:
+    """Refuse JSON nested deeper than :data:`MAX_JSON_DEPTH` (checked without recursion)."""
+    stack = [(document, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > MAX_JSON_DEPTH:
+            raise InvalidResource(f"The JSON is nested more than {MAX_JSON_DEPTH} levels deep")
+        if isinstance(node, dict):
+            stack.extend((child, depth + 1) for child in node.values())
+        elif isinstance(node, list):
+            stack.extend((child, depth + 1) for child in node)
+
+
 def require_served_type(resource_type: str) -> None:
     if resource_type not in SERVED:
         raise UnknownResourceType(
             f"Resource type '{resource_type}' is not served by this server",
+        )
+
+
+def require_interaction(resource_type: str, interaction: str) -> None:
+    """404 for a type not served, 405 for an interaction its policy does not allow."""
+    require_served_type(resource_type)
+    policy = SERVED[resource_type]
+    if interaction not in policy.interactions:
+        raise MethodNotAllowed(
+            f"{resource_type} does not support the '{interaction}' interaction"
+            + (f": {policy.documentation}" if policy.documentation else "")
         )
 
 

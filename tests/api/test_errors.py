@@ -150,3 +150,12 @@ async def test_unexpected_error_is_500_without_internals_and_rolls_back(
     assert "9434765919" not in caplog.text
     # The write was all or nothing: the Patient was not kept.
     assert (await client.get("/Patient")).json()["total"] == 0
+
+
+async def test_absurdly_nested_json_is_refused_not_a_crash(client: httpx.AsyncClient) -> None:
+    nested: dict[str, object] = {"url": "urn:x", "valueString": "deep"}
+    for _ in range(200):  # deeper than 64, within what JSON encoders allow
+        nested = {"url": "urn:x", "extension": [nested]}
+    response = await client.post("/Patient", json=patient(extension=[nested]), headers=FHIR_JSON)
+    assert response.status_code == 400
+    assert "nested" in response.json()["issue"][0]["diagnostics"]

@@ -1,180 +1,315 @@
-"""Parsing a search request and running it over the index (the search repository).
+"""Running a parsed search over the index tables (the search repository: all its SQL).
 
-Paging is keyset paging on the resource id, so pages stay stable while resources are written:
-a resource is never seen twice nor skipped because others were added before it.
+No JSON is read at query time: every criterion is an EXISTS over an index table, correlated
+with the resource id it constrains, so chains and _has nest naturally. Paging is keyset
+paging on the sort keys and the id, so pages stay stable while resources are written.
 """
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
+from decimal import Decimal, InvalidOperation
+from typing import Any
 
-from sqlalchemy import ColumnElement, and_, exists, false, func, not_, or_, select
+import orjson
+from sqlalchemy import (
+    ColumnElement,
+    and_,
+    exists,
+    false,
+    func,
+    not_,
+    or_,
+    select,
+    true,
+    tuple_,
+)
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from app.fhir.errors import InvalidRequest
-from app.fhir.repository import resource_table, token_table
-from app.fhir.search.dates import DateRange, parse_date
+from app.fhir.models import (
+    search_date,
+    search_quantity,
+    search_reference,
+    search_string,
+    search_token,
+)
+from app.fhir.repository import resource_table
+from app.fhir.search.dates import PREFIXES, parse_date
+from app.fhir.search.index import EARLIEST, normalise
+from app.fhir.search.parse import Criterion, Include, SearchRequest
 from app.fhir.search.registry import SearchParameter, parameters_for
 
-#: Result parameters understood here (everything else must be a search parameter).
-RESULT_PARAMETERS = frozenset({"_count", "_total", "_summary", "_cursor", "_format"})
+r = resource_table.c
 
 
-@dataclass(frozen=True, slots=True)
-class Criterion:
-    param: SearchParameter
-    modifier: str
-    values: tuple[str, ...]  # OR-ed
+def _like_escape(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
-@dataclass
-class SearchRequest:
-    resource_type: str
-    criteria: list[Criterion] = field(default_factory=list)
-    count: int = 50
-    total: str = "none"  # none | accurate (| estimate, treated as accurate)
-    summary_count: bool = False
-    cursor: str | None = None
-    #: The parameters as understood, for the self link.
-    canonical: list[tuple[str, str]] = field(default_factory=list)
+# -- one criterion ------------------------------------------------------------------------
 
 
-def _split_or(value: str) -> tuple[str, ...]:
-    # A backslash escapes a comma inside a value (FHIR search, "Escaping search parameters").
-    parts, current, escaped = [], "", False
-    for char in value:
-        if escaped:
-            current += char
-            escaped = False
-        elif char == "\\":
-            escaped = True
-        elif char == ",":
-            parts.append(current)
-            current = ""
-        else:
-            current += char
-    parts.append(current)
-    return tuple(parts)
+def _token_match(value: str) -> ColumnElement[bool]:
+    t = search_token.c
+    if "|" not in value:
+        return t.code == value
+    system, _, code = value.partition("|")
+    if not code:
+        return t.system == system
+    return and_(t.system == system, t.code == code)
 
 
-def parse_search(
-    resource_type: str,
-    params: Sequence[tuple[str, str]],
-    *,
-    default_count: int,
-    max_count: int,
-) -> SearchRequest:
-    known = parameters_for(resource_type)
-    request = SearchRequest(resource_type, count=default_count)
-    for name, value in params:
-        if name in RESULT_PARAMETERS:
-            _apply_result_parameter(request, name, value, max_count)
-            continue
-        code, _, modifier = name.partition(":")
-        param = known.get(code)
-        if param is None:
-            raise InvalidRequest(
-                f"Unknown search parameter '{code}' for {resource_type}; supported: "
-                + ", ".join(sorted(known)),
-                expression=(name,),
-            )
-        if modifier and modifier != "missing":
-            raise InvalidRequest(
-                f"The modifier ':{modifier}' is not supported on '{code}'", expression=(name,)
-            )
-        if value == "":
-            raise InvalidRequest(f"The search parameter '{name}' has no value", expression=(name,))
-        if modifier == "missing" and value not in ("true", "false"):
-            raise InvalidRequest(f"'{name}' takes true or false", expression=(name,))
-        request.criteria.append(Criterion(param, modifier, _split_or(value)))
-        request.canonical.append((name, value))
-    return request
+def _string_match(criterion: Criterion, value: str) -> ColumnElement[bool]:
+    s = search_string.c
+    if criterion.modifier == "exact":
+        return s.exact == value
+    folded = _like_escape(normalise(value))
+    if criterion.modifier in ("contains", "text"):
+        return s.value.like(f"%{folded}%", escape="\\")
+    return s.value.like(f"{folded}%", escape="\\")
 
 
-def _apply_result_parameter(request: SearchRequest, name: str, value: str, max_count: int) -> None:
-    if name == "_count":
-        if not value.isdigit():
-            raise InvalidRequest("_count must be a whole number", expression=("_count",))
-        request.count = min(int(value), max_count)
-    elif name == "_total":
-        if value not in ("none", "estimate", "accurate"):
-            raise InvalidRequest("_total is none, estimate or accurate", expression=("_total",))
-        request.total = "none" if value == "none" else "accurate"
-    elif name == "_summary":
-        if value != "count":
-            raise InvalidRequest("Only _summary=count is supported", expression=("_summary",))
-        request.summary_count = True
-    elif name == "_cursor":
-        request.cursor = value
-    else:
-        return  # _format is content negotiation, handled at the edge
-    if name != "_cursor":
-        request.canonical.append((name, value))
-
-
-def _token_condition(resource_type: str, criterion: Criterion) -> ColumnElement[bool]:
-    r = resource_table.c
-    if criterion.param.code == "_id":
-        return r.id.in_(criterion.values)
-    alternatives = []
-    t = token_table.c
-    for value in criterion.values:
-        if "|" in value:
-            system, _, code = value.partition("|")
-            if code:
-                alternatives.append(and_(t.system == system, t.code == code))
-            else:
-                alternatives.append(t.system == system)
-        else:
-            alternatives.append(t.code == value)
-    return exists().where(
-        t.resource_type == resource_type,
-        t.param == criterion.param.code,
-        t.resource_id == r.id,
-        or_(*alternatives),
-    )
-
-
-def _date_condition(column: ColumnElement[datetime], value: DateRange) -> ColumnElement[bool]:
-    start, end = value.start, value.end
-    match value.prefix:
+def _date_match(
+    low: ColumnElement[datetime], high: ColumnElement[datetime], raw: str, code: str
+) -> ColumnElement[bool]:
+    wanted = parse_date(raw, param=code)
+    start, end = wanted.start, wanted.end
+    match wanted.prefix:
         case "eq":
-            return and_(column >= start, column < end)
+            return and_(low >= start, high <= end)
         case "ne":
-            return or_(column < start, column >= end)
-        case "lt" | "eb":
-            return column < start
+            return or_(low < start, high > end)
+        case "lt":
+            return low < start
         case "le":
-            return column < end
-        case "gt" | "sa":
-            return column >= end
-        case _:  # ge
-            return column >= start
+            return low < end
+        case "gt":
+            return high > end
+        case "ge":
+            return high > start
+        case "sa":
+            return low >= end
+        case _:  # eb
+            return high <= start
 
 
-def _condition(resource_type: str, criterion: Criterion) -> ColumnElement[bool]:
+def _quantity_match(raw: str, code: str) -> ColumnElement[bool]:
+    q = search_quantity.c
+    prefix = raw[:2] if raw[:2] in PREFIXES else "eq"
+    number, _, rest = raw.removeprefix(prefix if raw[:2] in PREFIXES else "").partition("|")
+    try:
+        value = Decimal(number)
+    except InvalidOperation as error:
+        raise InvalidRequest(
+            f"'{number}' is not a number for {code}", expression=(code,)
+        ) from error
+    # A value stands for the range its precision implies: 5.4 means [5.35, 5.45).
+    exponent = value.as_tuple().exponent
+    half = Decimal(5).scaleb((exponent if isinstance(exponent, int) else 0) - 1)
+    conditions: list[ColumnElement[bool]] = {
+        "eq": [q.value >= value - half, q.value < value + half],
+        "ne": [or_(q.value < value - half, q.value >= value + half)],
+        "lt": [q.value < value],
+        "le": [q.value <= value],
+        "gt": [q.value > value],
+        "ge": [q.value >= value],
+        "sa": [q.value > value],
+        "eb": [q.value < value],
+    }[prefix]  # fmt: skip
+    system, _, unit = rest.partition("|")
+    if system:
+        conditions.append(q.system == system)
+    if unit:
+        conditions.append(q.code == unit)
+    return and_(*conditions)
+
+
+def _reference_match(criterion: Criterion, value: str, base_url: str) -> ColumnElement[bool]:
+    ref = search_reference.c
+    if value.startswith(f"{base_url}/"):
+        value = value[len(base_url) + 1 :]
+    elif "://" in value:
+        return and_(ref.target_type == "", ref.target_id == value)
+    parts = value.split("/")
+    if len(parts) >= 2:
+        return and_(ref.target_type == parts[0], ref.target_id == parts[1])
+    if criterion.modifier:  # subject:Patient=123
+        return and_(ref.target_type == criterion.modifier, ref.target_id == value)
+    return ref.target_id == value
+
+
+def _indexed(
+    resource_type: str, criterion: Criterion, id_col: Any, base_url: str
+) -> ColumnElement[bool]:
     param = criterion.param
+    table = {
+        "token": search_token,
+        "uri": search_token,
+        "string": search_string,
+        "date": search_date,
+        "reference": search_reference,
+        "quantity": search_quantity,
+    }[param.type]
+    code = param.code
+    if param.type == "token" and criterion.modifier == "text":
+        table, code = search_string, f"{code}:text"
+    c = table.c
+    scope = [c.resource_type == resource_type, c.param == code, c.resource_id == id_col]
     if criterion.modifier == "missing":
-        if param.code in ("_id", "_lastUpdated"):
-            return false() if criterion.values == ("true",) else not_(false())
-        present = exists().where(
-            token_table.c.resource_type == resource_type,
-            token_table.c.param == param.code,
-            token_table.c.resource_id == resource_table.c.id,
-        )
+        present = exists().where(*scope)
         return not_(present) if criterion.values == ("true",) else present
+    alternatives = [_value_match(criterion, v, c, base_url) for v in criterion.values]
+    matched = exists().where(*scope, or_(*alternatives))
+    return not_(matched) if criterion.modifier == "not" else matched
+
+
+def _value_match(criterion: Criterion, value: str, c: Any, base_url: str) -> ColumnElement[bool]:
+    param = criterion.param
     if param.type == "token":
-        return _token_condition(resource_type, criterion)
-    if param.code == "_lastUpdated":
-        return or_(
+        if criterion.modifier == "text":
+            return _string_match(criterion, value)
+        return _token_match(value)
+    if param.type == "uri":
+        code: ColumnElement[str] = c.code
+        if criterion.modifier == "below":
+            return code.like(f"{_like_escape(value)}%", escape="\\")
+        if criterion.modifier == "above":
+            return func.substr(value, 1, func.length(code)) == code
+        return code == value
+    if param.type == "string":
+        return _string_match(criterion, value)
+    if param.type == "date":
+        return _date_match(c.low, c.high, value, param.code)
+    if param.type == "reference":
+        return _reference_match(criterion, value, base_url)
+    return _quantity_match(value, param.code)
+
+
+def _resource_row(resource_type: str, criterion: Criterion, id_col: Any) -> ColumnElement[bool]:
+    """_id and _lastUpdated live on the resource table itself."""
+    if criterion.modifier == "missing":
+        return false() if criterion.values == ("true",) else true()
+    own = id_col is r.id
+    row = resource_table.alias() if not own else resource_table
+    matches: ColumnElement[bool]
+    if criterion.param.code == "_id":
+        matches = row.c.id.in_(criterion.values)
+    else:
+        matches = or_(
             *(
-                _date_condition(resource_table.c.last_updated, parse_date(v, param=param.code))
+                _date_match(row.c.last_updated, row.c.last_updated, v, "_lastUpdated")
                 for v in criterion.values
             )
         )
-    raise InvalidRequest(f"Searching by '{param.code}' is not supported", expression=(param.code,))
+    if own:
+        return matches
+    return exists().where(
+        row.c.resource_type == resource_type,
+        row.c.id == id_col,
+        row.c.deleted.is_(False),
+        matches,
+    )
+
+
+def condition(
+    resource_type: str, criterion: Criterion, id_col: Any, base_url: str
+) -> ColumnElement[bool]:
+    """The criterion as a boolean SQL expression about the resource whose id is ``id_col``."""
+    if criterion.has is not None:
+        referring_type, reference_code, inner = criterion.has
+        ref = search_reference.alias()
+        return exists().where(
+            ref.c.resource_type == referring_type,
+            ref.c.param == reference_code,
+            ref.c.target_type == resource_type,
+            ref.c.target_id == id_col,
+            condition(referring_type, inner, ref.c.resource_id, base_url),
+        )
+    if criterion.chain is not None:
+        targets, inner = criterion.chain
+        ref = search_reference.alias()
+        return exists().where(
+            ref.c.resource_type == resource_type,
+            ref.c.param == criterion.param.code,
+            ref.c.resource_id == id_col,
+            or_(
+                *(
+                    and_(
+                        ref.c.target_type == target,
+                        condition(target, inner, ref.c.target_id, base_url),
+                    )
+                    for target in targets
+                )
+            ),
+        )
+    if not criterion.param.indexed:
+        return _resource_row(resource_type, criterion, id_col)
+    return _indexed(resource_type, criterion, id_col, base_url)
+
+
+# -- sorting and paging ---------------------------------------------------------------------
+
+
+def _sort_key(resource_type: str, param: SearchParameter, descending: bool) -> Any:
+    if param.code == "_id":
+        return r.id
+    if param.code == "_lastUpdated":
+        return r.last_updated
+    column: Any
+    table: Any
+    sentinel: Any
+    if param.type == "date":
+        column = search_date.c.high if descending else search_date.c.low
+        table, sentinel = search_date, EARLIEST
+    elif param.type == "string":
+        column, table, sentinel = search_string.c.exact, search_string, ""
+    else:
+        column, table, sentinel = search_token.c.code, search_token, ""
+    aggregate = func.max(column) if descending else func.min(column)
+    key = (
+        select(aggregate)
+        .where(
+            table.c.resource_type == resource_type,
+            table.c.param == param.code,
+            table.c.resource_id == r.id,
+        )
+        .scalar_subquery()
+    )
+    return func.coalesce(key, sentinel)
+
+
+def _encode_cursor(direction: str, values: Sequence[Any]) -> str:
+    raw = orjson.dumps([direction, *values], default=str)
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def _decode_cursor(cursor: str, request: SearchRequest) -> tuple[str, list[Any]]:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        direction, *values = orjson.loads(raw)
+    except (ValueError, TypeError) as error:
+        raise InvalidRequest("_cursor is not one this server gave out") from error
+    if direction not in ("next", "prev") or len(values) != len(request.sort) + 1:
+        raise InvalidRequest("_cursor does not fit this search")
+    decoded = []
+    for (param, _), value in zip(request.sort, values, strict=False):
+        is_date = param.type == "date" or param.code == "_lastUpdated"
+        decoded.append(datetime.fromisoformat(value) if is_date and value else value)
+    return direction, [*decoded, values[-1]]
+
+
+def _after(keys: Sequence[Any], directions: Sequence[bool], values: Sequence[Any]) -> Any:
+    """Rows strictly after ``values`` in the order given by keys/directions (True = desc)."""
+    alternatives = []
+    for i, (key, descending) in enumerate(zip(keys, directions, strict=True)):
+        equal_before = [k == v for k, v in zip(keys[:i], values[:i], strict=True)]
+        step = key < values[i] if descending else key > values[i]
+        alternatives.append(and_(*equal_before, step))
+    return or_(*alternatives)
 
 
 @dataclass(frozen=True, slots=True)
@@ -182,28 +317,125 @@ class SearchPage:
     rows: Sequence[tuple[str, bytes]]
     total: int | None
     next_cursor: str | None
+    previous_cursor: str | None
+    included: Sequence[tuple[str, str, bytes]]  # (type, id, content)
 
 
-async def run_search(conn: AsyncConnection, request: SearchRequest) -> SearchPage:
-    r = resource_table.c
-    conditions = [r.resource_type == request.resource_type, r.deleted.is_(False)]
-    conditions += [_condition(request.resource_type, c) for c in request.criteria]
-    total: int | None = None
-    if request.summary_count or request.total == "accurate":
-        total = (
-            await conn.execute(select(func.count()).select_from(resource_table).where(*conditions))
-        ).scalar_one()
+async def run_search(conn: AsyncConnection, request: SearchRequest, base_url: str) -> SearchPage:
+    where = [r.resource_type == request.resource_type, r.deleted.is_(False)]
+    where += [condition(request.resource_type, c, r.id, base_url) for c in request.criteria]
+    total = None
+    if request.summary_count or request.total:
+        count = select(func.count()).select_from(resource_table).where(*where)
+        total = (await conn.execute(count)).scalar_one()
     if request.summary_count:
-        return SearchPage((), total, None)
-    page_conditions = list(conditions)
+        return SearchPage((), total, None, None, ())
+
+    keys = [_sort_key(request.resource_type, p, d) for p, d in request.sort] + [r.id]
+    directions = [d for _, d in request.sort] + [False]
+    direction = "next"
     if request.cursor:
-        page_conditions.append(r.id > request.cursor)
-    stmt = select(r.id, r.content).where(*page_conditions).order_by(r.id).limit(request.count + 1)
-    rows = [(row[0], row[1]) for row in (await conn.execute(stmt)).all()]
-    next_cursor = None
-    if len(rows) > request.count:
-        rows = rows[: request.count]
-        next_cursor = rows[-1][0] if rows else None
-    if total is None and next_cursor is None and request.cursor is None:
+        direction, values = _decode_cursor(request.cursor, request)
+        directions_used = [not d for d in directions] if direction == "prev" else directions
+        where.append(_after(keys, directions_used, values))
+    reverse = direction == "prev"
+    order = [
+        (k.desc() if (d != reverse) else k.asc()) for k, d in zip(keys, directions, strict=True)
+    ]
+    columns = [r.id, r.content, *(k.label(f"k{i}") for i, k in enumerate(keys[:-1]))]
+    stmt = select(*columns).where(*where).order_by(*order).limit(request.count + 1)
+    fetched = (await conn.execute(stmt)).all()
+    more = len(fetched) > request.count
+    fetched = fetched[: request.count]
+    if reverse:
+        fetched = list(reversed(fetched))
+    rows = [(row[0], row[1]) for row in fetched]
+
+    def cursor_at(row: Any, kind: str) -> str:
+        return _encode_cursor(kind, [*row[2:], row[0]])
+
+    next_cursor = prev_cursor = None
+    if fetched:
+        if more or reverse:
+            next_cursor = cursor_at(fetched[-1], "next")
+        if request.cursor and (not reverse or more):
+            prev_cursor = cursor_at(fetched[0], "prev")
+    if total is None and not request.cursor and not more:
         total = len(rows)  # the whole result is on this page
-    return SearchPage(rows, total, next_cursor)
+    included = await _included(conn, request, [row[0] for row in rows])
+    return SearchPage(rows, total, next_cursor, prev_cursor, included)
+
+
+# -- _include and _revinclude -----------------------------------------------------------------
+
+
+def _reference_params(source_type: str, code: str) -> list[str]:
+    if code != "*":
+        return [code]
+    return [p.code for p in parameters_for(source_type).values() if p.type == "reference"]
+
+
+async def _included(
+    conn: AsyncConnection, request: SearchRequest, ids: list[str]
+) -> list[tuple[str, str, bytes]]:
+    if not request.includes or not ids:
+        return []
+    seen = {(request.resource_type, i) for i in ids}
+    frontier = [(request.resource_type, i) for i in ids]
+    found: list[tuple[str, str, bytes]] = []
+    for hop in (0, 1):  # the matches, then one :iterate hop over what they brought in
+        wanted = [inc for inc in request.includes if hop == 0 or inc.iterate]
+        keys = await _linked_keys(conn, wanted, frontier)
+        new = [k for k in sorted(keys) if k not in seen]
+        seen.update(new)
+        resources = await _fetch(conn, new)
+        found += resources
+        frontier = [(t, i) for t, i, _ in resources]
+        if not frontier:
+            break
+    return found
+
+
+async def _linked_keys(
+    conn: AsyncConnection, includes: Sequence[Include], frontier: list[tuple[str, str]]
+) -> set[tuple[str, str]]:
+    ref = search_reference.c
+    keys: set[tuple[str, str]] = set()
+    for include in includes:
+        params = _reference_params(include.source_type, include.param)
+        if include.reverse:
+            stmt = select(ref.resource_id).where(
+                ref.resource_type == include.source_type,
+                ref.param.in_(params),
+                tuple_(ref.target_type, ref.target_id).in_(frontier),
+            )
+            if include.target_type:
+                stmt = stmt.where(ref.target_type == include.target_type)
+            keys.update((include.source_type, row[0]) for row in await conn.execute(stmt))
+        else:
+            source_ids = [i for t, i in frontier if t == include.source_type]
+            if not source_ids:
+                continue
+            stmt = select(ref.target_type, ref.target_id).where(
+                ref.resource_type == include.source_type,
+                ref.param.in_(params),
+                ref.resource_id.in_(source_ids),
+                ref.target_type != "",
+            )
+            if include.target_type:
+                stmt = stmt.where(ref.target_type == include.target_type)
+            keys.update((row[0], row[1]) for row in await conn.execute(stmt))
+    return keys
+
+
+async def _fetch(
+    conn: AsyncConnection, keys: list[tuple[str, str]]
+) -> list[tuple[str, str, bytes]]:
+    if not keys:
+        return []
+    stmt = (
+        select(r.resource_type, r.id, r.content)
+        .where(tuple_(r.resource_type, r.id).in_(keys), r.deleted.is_(False))
+        .order_by(r.resource_type, r.id)
+    )
+    return [(row[0], row[1], row[2]) for row in await conn.execute(stmt)]
