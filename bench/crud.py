@@ -567,10 +567,10 @@ def bench_database(
     from app.migrate import upgrade
 
     print(f"\n== {label}: migrating, starting uvicorn with {workers} worker(s)", flush=True)
-    idle = _background_load()
+    background = _background_load()
     print(
-        f"   before starting, other processes kept {idle:.2f} of {os.cpu_count()} cores busy"
-        + ("  (WARNING: the machine is not idle; results will be low)" if idle > 0.3 else ""),
+        f"   before starting, other processes kept {background:.2f} of {os.cpu_count()} cores busy"
+        + ("  (WARNING: the machine is not idle; results will be low)" if background > 0.3 else ""),
         flush=True,
     )
     upgrade(database_url)
@@ -600,7 +600,7 @@ def bench_database(
         f"{options.duration} s runs"
     )
     print_table(title, summaries, options.repeat)
-    return DatabaseResult(name, workers, runs, summaries, targets_met(summaries), idle)
+    return DatabaseResult(name, workers, runs, summaries, targets_met(summaries), background)
 
 
 def _progress(run: Run) -> str:
