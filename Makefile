@@ -16,6 +16,11 @@ install: $(STAMP)
 run: install
 	mkdir -p var
 	$(BIN)/waymark migrate
+	$(BIN)/waymark client add local-operator --scope 'system/*.cruds' \
+	  --key-file var/local-operator-key.json --exist-ok
+	@echo "To call the API, get a token in another shell:"
+	@echo '  TOKEN=$$($(BIN)/waymark token --client local-operator)'
+	@echo '  curl -H "Authorization: Bearer $$TOKEN" http://127.0.0.1:8000/Patient'
 	$(BIN)/waymark serve
 
 test: install lint typecheck unit

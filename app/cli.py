@@ -1,14 +1,19 @@
-"""The ``waymark`` command: serve, migrate, openapi."""
+"""The ``waymark`` command: serve, migrate, openapi, client, token, keys."""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, TypeVar
 
 import typer
 
-from app.config import get_settings
+from app.config import Settings, get_settings
+from app.logs import logging_config
+
+if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncConnection
 
 cli = typer.Typer(no_args_is_help=True, add_completion=False, help="Waymark FHIR service")
 
@@ -26,7 +31,7 @@ def serve(
 
     import uvicorn
 
-    settings = get_settings()
+    settings = _settings_or_exit()
     host = host or settings.host
     port = port or settings.port
     workers = workers or settings.workers
@@ -35,7 +40,7 @@ def serve(
     os.environ["WAYMARK_HOST"], os.environ["WAYMARK_PORT"] = host, str(port)
     os.environ.setdefault("WAYMARK_BASE_URL", f"http://{shown}:{port}")
     get_settings.cache_clear()
-    settings = get_settings()
+    settings = _settings_or_exit()
     typer.echo(f"Waymark FHIR API on http://{shown}:{port}")
     typer.echo(f"  CapabilityStatement: http://{shown}:{port}/metadata")
     typer.echo(f"  API docs:            http://{shown}:{port}/docs")
@@ -47,10 +52,24 @@ def serve(
         port=port,
         workers=workers,
         log_level=settings.log_level,
-        # uvicorn's access log prints query strings, which can hold NHS numbers.
+        log_config=logging_config(settings.log_level),
+        # uvicorn's access log prints query strings, which can hold NHS numbers; Waymark
+        # logs one line per request itself (app/api/requests.py).
         access_log=False,
         proxy_headers=True,
     )
+
+
+def _settings_or_exit() -> Settings:
+    """The settings, or a plain message and exit status 2 when they are refused."""
+    from pydantic import ValidationError
+
+    try:
+        return get_settings()
+    except ValidationError as error:
+        for problem in error.errors():
+            typer.echo(f"waymark: {problem['msg']}", err=True)
+        raise typer.Exit(2) from None
 
 
 def _redacted(url: str) -> str:
@@ -88,6 +107,229 @@ def openapi_json(app: object) -> str:
 
     assert isinstance(app, FastAPI)
     return json.dumps(app.openapi(), indent=2, sort_keys=True) + "\n"
+
+
+# -- SMART Backend Services: clients, tokens, signing keys ---------------------------------
+
+client_cli = typer.Typer(
+    no_args_is_help=True, help="Register and manage backend clients (SMART Backend Services)"
+)
+keys_cli = typer.Typer(no_args_is_help=True, help="Waymark's own access-token signing keys")
+cli.add_typer(client_cli, name="client")
+cli.add_typer(keys_cli, name="keys")
+
+_T = TypeVar("_T")
+_ScopeOption = Annotated[
+    list[str],
+    typer.Option("--scope", help='SMART system scopes, e.g. "system/*.rs system/Task.cruds"'),
+]
+_JwksOption = Annotated[
+    Path | None,
+    typer.Option("--jwks", help="File holding the client's public keys (a JWKS)", exists=True),
+]
+_JwksUrlOption = Annotated[
+    str | None, typer.Option("--jwks-url", help="https URL where the client publishes its JWKS")
+]
+
+
+def _in_transaction(work: Callable[[AsyncConnection], Awaitable[_T]]) -> _T:
+    """Run ``work`` in one database transaction (the database must be migrated)."""
+    import asyncio
+
+    from sqlalchemy.exc import OperationalError, ProgrammingError
+
+    from app.db import make_engine, transaction
+    from app.security.clients import ClientRegistryError
+
+    settings = _settings_or_exit()
+
+    async def run() -> _T:
+        engine = make_engine(settings)
+        try:
+            async with transaction(engine, write=True) as conn:
+                return await work(conn)
+        finally:
+            await engine.dispose()
+
+    try:
+        return asyncio.run(run())
+    except ClientRegistryError as error:
+        typer.echo(f"waymark: {error}", err=True)
+        raise typer.Exit(1) from None
+    except (OperationalError, ProgrammingError) as error:
+        typer.echo(
+            f"waymark: the database refused ({type(error.orig).__name__}); "
+            "is it migrated (waymark migrate)?",
+            err=True,
+        )
+        raise typer.Exit(1) from None
+
+
+def _jwks_text(jwks: Path | None) -> str | None:
+    return None if jwks is None else jwks.read_text()
+
+
+@client_cli.command("add")
+def client_add(
+    name: Annotated[str, typer.Argument(help="The client's name: its OAuth client_id")],
+    scope: _ScopeOption,
+    jwks: _JwksOption = None,
+    jwks_url: _JwksUrlOption = None,
+    key_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--key-file",
+            help="For a client run on this machine (a local operator): its private key file, "
+            "made (ES384, mode 0600) if missing; the public key is registered",
+        ),
+    ] = None,
+    exist_ok: Annotated[
+        bool, typer.Option("--exist-ok", help="Succeed, changing nothing, if NAME is registered")
+    ] = False,
+) -> None:
+    """Register a client with its public keys (--jwks FILE, --jwks-url URL or --key-file FILE)
+    and the scopes it may be granted."""
+    from app.clock import system_clock
+    from app.security.clients import ClientRepository
+
+    if sum(option is not None for option in (jwks, jwks_url, key_file)) != 1:
+        typer.echo("waymark: give exactly one of --jwks, --jwks-url or --key-file", err=True)
+        raise typer.Exit(2)
+
+    async def add(conn: AsyncConnection) -> bool:
+        repository = ClientRepository(conn)
+        if exist_ok and await repository.get(name) is not None:
+            return False
+        public = _local_key(key_file, name) if key_file is not None else _jwks_text(jwks)
+        await repository.add(
+            client_id=name, scopes=scope, jwks=public, jwks_url=jwks_url, now=system_clock()
+        )
+        return True
+
+    if _in_transaction(add):
+        typer.echo(f"Registered client {name}")
+    else:
+        typer.echo(f"Client {name} is already registered")
+
+
+def _local_key(path: Path, client_id: str) -> str:
+    """The public JWKS of the private key in ``path``, made there first if missing."""
+    import os
+    from datetime import UTC, datetime
+
+    from joserfc.jwk import ECKey
+
+    if path.exists():
+        kept = ECKey.import_key(json.loads(path.read_text()))
+        return json.dumps({"keys": [kept.as_dict(private=False)]})
+    kid = f"{client_id}-{datetime.now(UTC):%Y%m%d%H%M%S}"
+    key = ECKey.generate_key("P-384", parameters={"kid": kid, "alg": "ES384"}, private=True)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(descriptor, "w") as file:
+        json.dump(key.as_dict(private=True), file)
+    return json.dumps({"keys": [key.as_dict(private=False)]})
+
+
+@client_cli.command("list")
+def client_list() -> None:
+    """List the registered clients, their keys and scopes."""
+    from app.security.clients import Client, ClientRepository
+
+    async def all_clients(conn: AsyncConnection) -> list[Client]:
+        return await ClientRepository(conn).all()
+
+    for client in _in_transaction(all_clients):
+        if client.jwks is not None:
+            kids = [key.get("kid", "?") for key in json.loads(client.jwks)["keys"]]
+            keys = f"jwks kid={','.join(kids)}"
+        else:
+            keys = f"jwks-url {client.jwks_url}"
+        state = "enabled" if client.enabled else "disabled"
+        typer.echo(f"{client.client_id}\t{state}\t{keys}\t{' '.join(client.allowed_scopes)}")
+
+
+def _set_enabled(name: str, *, enabled: bool) -> None:
+    from app.security.clients import ClientRepository
+
+    async def change(conn: AsyncConnection) -> None:
+        await ClientRepository(conn).set_enabled(name, enabled=enabled)
+
+    _in_transaction(change)
+
+
+@client_cli.command("disable")
+def client_disable(name: Annotated[str, typer.Argument(help="The client's name")]) -> None:
+    """Refuse the client new access tokens (tokens it holds expire within minutes)."""
+    _set_enabled(name, enabled=False)
+    typer.echo(f"Disabled client {name}")
+
+
+@client_cli.command("enable")
+def client_enable(name: Annotated[str, typer.Argument(help="The client's name")]) -> None:
+    """Accept a disabled client again."""
+    _set_enabled(name, enabled=True)
+    typer.echo(f"Enabled client {name}")
+
+
+@client_cli.command("keys")
+def client_keys(
+    name: Annotated[str, typer.Argument(help="The client's name")],
+    jwks: _JwksOption = None,
+    jwks_url: _JwksUrlOption = None,
+) -> None:
+    """Replace the client's public keys (key rotation): assertions signed by keys no longer
+    registered are refused from now on."""
+    from app.security.clients import ClientRepository
+
+    async def replace(conn: AsyncConnection) -> None:
+        await ClientRepository(conn).replace_keys(name, jwks=_jwks_text(jwks), jwks_url=jwks_url)
+
+    _in_transaction(replace)
+    typer.echo(f"Replaced the keys of client {name}")
+
+
+@cli.command("token")
+def token(
+    client: Annotated[str, typer.Option("--client", help="A registered client's name")],
+    scope: Annotated[
+        list[str] | None,
+        typer.Option("--scope", help="Scopes wanted (default: all the client may have)"),
+    ] = None,
+) -> None:
+    """Print an access token for a registered client, for trying the API by hand.
+
+    The token is signed with WAYMARK_TOKEN_KEY_FILE, so the server must use the same file.
+    """
+    from app.security.clients import ClientRegistryError, ClientRepository
+    from app.security.scopes import narrow
+    from app.security.tokens import TokenService
+
+    async def grant(conn: AsyncConnection) -> list[str]:
+        found = await ClientRepository(conn).get(client)
+        if found is None or not found.enabled:
+            state = "not registered" if found is None else "disabled"
+            raise ClientRegistryError(f"client {client!r} is {state}")
+        requested = [s for text in scope or [] for s in text.split()] or found.allowed_scopes
+        granted = narrow(requested, found.allowed_scopes)
+        if not granted:
+            raise ClientRegistryError(f"none of those scopes is allowed for client {client!r}")
+        return granted
+
+    granted = _in_transaction(grant)
+    tokens = TokenService.from_settings(_settings_or_exit())
+    typer.echo(tokens.mint(client_id=client, scopes=granted))
+
+
+@keys_cli.command("rotate")
+def keys_rotate() -> None:
+    """Make a new signing key for access tokens; the previous key still verifies the tokens
+    it signed until they expire. Running servers notice the change without a restart."""
+    from app.security.signing_keys import SigningKeys
+
+    path = _settings_or_exit().token_key_file
+    new = SigningKeys(path).rotate()
+    typer.echo(f"New signing key {new.kid} in {path}")
 
 
 def main() -> None:

@@ -2,11 +2,23 @@
 
 from __future__ import annotations
 
+import ipaddress
 from functools import lru_cache
+from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
 
 DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///./var/waymark.db"
 
@@ -26,6 +38,20 @@ class Settings(BaseSettings):
     port: int = Field(default=8000, ge=1, le=65535)
     workers: int = Field(default=1, ge=1, le=64)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    auth: Literal["on", "off"] = Field(
+        default="on",
+        description="SMART Backend Services on every FHIR interaction. 'off' is accepted only "
+        "for a server bound to a loopback address, for local development.",
+    )
+
+    token_key_file: Path = Field(
+        default=Path("./var/token-signing-key.json"),
+        description="Waymark's private JWKS for signing access tokens; made (mode 0600) when "
+        "missing. Rotate with `waymark keys rotate`. Every replica needs the same file.",
+    )
+    access_token_seconds: int = Field(
+        default=300, ge=30, le=3600, description="Lifetime of an access token, in seconds."
+    )
 
     db_pool_size: int = Field(default=10, ge=1, le=200)
     db_max_overflow: int = Field(default=10, ge=0, le=200)
@@ -49,6 +75,15 @@ class Settings(BaseSettings):
     @classmethod
     def _strip_trailing_slash(cls, value: str) -> str:
         return value.rstrip("/")
+
+    @model_validator(mode="after")
+    def _auth_off_only_on_loopback(self) -> Settings:
+        if self.auth == "off" and not is_loopback(self.host):
+            raise ValueError(
+                f"WAYMARK_AUTH=off is refused for a server bound to {self.host}: turn "
+                "authentication off only on a loopback address (127.0.0.1, ::1, localhost)"
+            )
+        return self
 
     @property
     def is_sqlite(self) -> bool:

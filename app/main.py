@@ -8,13 +8,15 @@ from contextlib import asynccontextmanager
 from importlib.metadata import PackageNotFoundError, version
 
 import orjson
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.api import fhir_rest, fhir_system, health, metadata
+from app.api import auth, fhir_rest, fhir_system, health, metadata
+from app.api.access import caller, record_failure, smart_security
+from app.api.requests import RequestContext
 from app.config import Settings, get_settings
 from app.db import make_engine
 from app.fhir.capability import capability_statement
@@ -40,8 +42,9 @@ def _outcome(status: int, issues: list[Issue], headers: dict[str, str] | None = 
     )
 
 
-async def _fhir_error(_request: Request, error: Exception) -> Response:
+async def _fhir_error(request: Request, error: Exception) -> Response:
     assert isinstance(error, FhirError)
+    await record_failure(request, status=error.status, reason=type(error).__name__)
     return _outcome(error.status, error.issues, error.headers)
 
 
@@ -92,6 +95,7 @@ class CatchAllErrors:
         try:
             await self.app(scope, receive, tracking_send)
         except Exception as error:
+            await record_failure(Request(scope), status=500, reason=type(error).__name__)
             route = scope.get("route")
             log.error(
                 "unhandled %s on %s %s",
@@ -116,6 +120,11 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
         engine = make_engine(settings) if runtime is None else runtime.engine
         app.state.runtime = runtime or Runtime(settings=settings, engine=engine)
         warm_up()
+        if settings.auth == "off":
+            log.warning(
+                "authentication is OFF (WAYMARK_AUTH=off): every caller has every scope; "
+                "this is for local development on a loopback address only"
+            )
         implemented = {
             getattr(route, "name", "")
             for router in (fhir_rest.router, fhir_system.router)
@@ -128,6 +137,7 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
                 software_version=SOFTWARE_VERSION,
                 now=app.state.runtime.clock(),
                 max_bundle_entries=app.state.runtime.settings.max_bundle_entries,
+                security=smart_security(settings) if settings.auth == "on" else None,
             )
         )
         try:
@@ -148,8 +158,11 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_middleware(CatchAllErrors)
+    app.add_middleware(RequestContext)  # outermost: even a 500 carries its X-Request-ID
     app.include_router(health.router)
     app.include_router(metadata.router)
-    app.include_router(fhir_rest.router)
-    app.include_router(fhir_system.router)
+    app.include_router(auth.router)
+    authenticated = [Depends(caller)]
+    app.include_router(fhir_rest.router, dependencies=authenticated)
+    app.include_router(fhir_system.router, dependencies=authenticated)
     return app

@@ -8,9 +8,11 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from app.clock import Clock, system_clock
 from app.config import Settings
+from app.fhir.access import OPEN_ACCESS, Access
 from app.fhir.hooks import WriteHooks
 from app.fhir.repository import ResourceRepository
 from app.fhir.store import FhirStore
+from app.security.tokens import TokenService
 
 
 @dataclass
@@ -19,8 +21,16 @@ class Runtime:
     engine: AsyncEngine
     hooks: WriteHooks = field(default_factory=WriteHooks)
     clock: Clock = system_clock
+    #: Made from the settings; reads its signing key on first use, so making it is cheap.
+    tokens: TokenService = field(init=False)
 
-    def store(self, conn: AsyncConnection) -> FhirStore:
+    def __post_init__(self) -> None:
+        # The tokens follow this runtime's clock, even when a test replaces the clock later.
+        self.tokens = TokenService.from_settings(self.settings, clock=lambda: self.clock())
+
+    def store(self, conn: AsyncConnection, access: Access = OPEN_ACCESS) -> FhirStore:
+        """The store on ``conn``; ``access`` authorises and records a caller's interactions
+        (the default is the server's own unrestricted, unrecorded access)."""
         return FhirStore(
             ResourceRepository(conn),
             clock=self.clock,
@@ -29,4 +39,5 @@ class Runtime:
             base_url=self.settings.base_url,
             default_page_size=self.settings.default_page_size,
             max_page_size=self.settings.max_page_size,
+            access=access,
         )

@@ -14,26 +14,31 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import asyncpg
 import httpx
+import orjson
 import pytest
 import uvicorn
 from fastapi import FastAPI
+from joserfc import jwt
+from joserfc.jwk import ECKey
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.config import Settings
-from app.db import make_engine
+from app.db import make_engine, transaction
 from app.fhir.models import Base
 from app.main import create_app
 from app.migrate import upgrade
 from app.runtime import Runtime
+from app.security.clients import ClientRepository
 from tests.fhir_parse import assert_parses_as_r4
 
 DEFAULT_POSTGRES_URL = "postgresql+asyncpg://postgres@127.0.0.1:5432/postgres"
@@ -89,9 +94,20 @@ def database_url(database_kind: str, tmp_path_factory: pytest.TempPathFactory) -
         yield url
 
 
+@pytest.fixture(scope="session")
+def token_key_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Waymark's own signing key for the run (made on first use, as in production)."""
+    return tmp_path_factory.mktemp("keys") / "token-signing-key.json"
+
+
 @pytest.fixture
-def settings(database_url: str) -> Settings:
-    return Settings(database_url=database_url, base_url=BASE_URL, max_body_bytes=64 * 1024)
+def settings(database_url: str, token_key_file: Path) -> Settings:
+    return Settings(
+        database_url=database_url,
+        base_url=BASE_URL,
+        max_body_bytes=64 * 1024,
+        token_key_file=token_key_file,
+    )
 
 
 async def _empty_tables(engine: AsyncEngine) -> None:
@@ -119,9 +135,104 @@ async def app(settings: Settings, runtime: Runtime) -> AsyncIterator[FastAPI]:
         yield application
 
 
+@pytest.fixture(scope="session")
+def client_key() -> ECKey:
+    """The test client's own key pair; the server knows only its public JWKS."""
+    return ECKey.generate_key("P-384", parameters={"kid": "test-client-key"}, private=True)
+
+
 @pytest.fixture
-async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
-    """An HTTP client on the app; every FHIR resource it receives must parse as R4."""
+def test_client_id() -> str:
+    return "test-ehr"
+
+
+@pytest.fixture
+async def registered_client(runtime: Runtime, client_key: ECKey, test_client_id: str) -> str:
+    """A client registered by an administrator, allowed every scope."""
+    jwks = orjson.dumps({"keys": [client_key.as_dict(private=False)]}).decode()
+    async with transaction(runtime.engine, write=True) as conn:
+        await ClientRepository(conn).add(
+            client_id=test_client_id, scopes=["system/*.cruds"], jwks=jwks, now=runtime.clock()
+        )
+    return test_client_id
+
+
+async def obtain_token(
+    http: httpx.AsyncClient, *, client_id: str, key: ECKey, scopes: str, base_url: str
+) -> str:
+    """An access token, obtained the way a SMART backend service does: a signed assertion
+    sent to the token endpoint."""
+    token_url = f"{base_url}/auth/token"
+    assertion = jwt.encode(
+        {"alg": "ES384", "kid": key.kid, "typ": "JWT"},
+        {
+            "iss": client_id,
+            "sub": client_id,
+            "aud": token_url,
+            "exp": int(time.time()) + 240,
+            "jti": str(uuid.uuid4()),
+        },
+        key,
+        algorithms=["ES384"],
+    )
+    response = await http.post(
+        token_url,
+        data={
+            "grant_type": "client_credentials",
+            "scope": scopes,
+            "client_assertion_type": "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+            "client_assertion": assertion,
+        },
+    )
+    assert response.status_code == 200, response.text
+    token: str = response.json()["access_token"]
+    return token
+
+
+@pytest.fixture
+async def anonymous(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+    """An HTTP client on the app with no access token."""
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url=BASE_URL) as http:
+        yield http
+
+
+@pytest.fixture
+async def scoped_client(
+    app: FastAPI, anonymous: httpx.AsyncClient, registered_client: str, client_key: ECKey
+) -> AsyncIterator[Callable[[str], Awaitable[httpx.AsyncClient]]]:
+    """Make HTTP clients on the app holding a token for the given scopes."""
+    opened: list[httpx.AsyncClient] = []
+
+    async def make(scopes: str) -> httpx.AsyncClient:
+        token = await obtain_token(
+            anonymous, client_id=registered_client, key=client_key, scopes=scopes, base_url=BASE_URL
+        )
+        http = httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app),
+            base_url=BASE_URL,
+            headers={"Authorization": f"Bearer {token}"},
+        )
+        opened.append(http)
+        return http
+
+    yield make
+    for http in opened:
+        await http.aclose()
+
+
+@pytest.fixture
+async def client(
+    app: FastAPI, anonymous: httpx.AsyncClient, registered_client: str, client_key: ECKey
+) -> AsyncIterator[httpx.AsyncClient]:
+    """An HTTP client on the app with a token for every scope; every FHIR resource it
+    receives must parse as R4."""
+    token = await obtain_token(
+        anonymous,
+        client_id=registered_client,
+        key=client_key,
+        scopes="system/*.cruds",
+        base_url=BASE_URL,
+    )
     received: list[dict[str, Any]] = []
 
     async def collect(response: httpx.Response) -> None:
@@ -135,7 +246,10 @@ async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
 
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(
-        transport=transport, base_url=BASE_URL, event_hooks={"response": [collect]}
+        transport=transport,
+        base_url=BASE_URL,
+        event_hooks={"response": [collect]},
+        headers={"Authorization": f"Bearer {token}"},
     ) as http:
         yield http
     for body in received:
@@ -151,10 +265,17 @@ def _free_port() -> int:
 class LiveServer:
     """The real app under a real uvicorn, in a thread, on a loopback port."""
 
-    def __init__(self, database_url: str) -> None:
+    def __init__(self, database_url: str, token_key_file: Path, client_key: ECKey) -> None:
         self.port = _free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"
-        settings = Settings(database_url=database_url, base_url=self.base_url)
+        self.settings = Settings(
+            database_url=database_url, base_url=self.base_url, token_key_file=token_key_file
+        )
+        self.client_key = client_key
+        self.client_id = f"live-{uuid.uuid4().hex[:8]}"
+        #: An access token for every scope, obtained from the server's token endpoint.
+        self.token = ""
+        settings = self.settings
         config = uvicorn.Config(
             create_app(settings),
             host="127.0.0.1",
@@ -173,7 +294,34 @@ class LiveServer:
             if time.monotonic() > deadline or not self.thread.is_alive():
                 raise RuntimeError("uvicorn did not start")
             time.sleep(0.02)
+        asyncio.run(self._authorise())
         return self
+
+    async def _authorise(self) -> None:
+        engine = make_engine(self.settings)
+        jwks = orjson.dumps({"keys": [self.client_key.as_dict(private=False)]}).decode()
+        try:
+            async with transaction(engine, write=True) as conn:
+                await ClientRepository(conn).add(
+                    client_id=self.client_id,
+                    scopes=["system/*.cruds"],
+                    jwks=jwks,
+                    now=datetime.now(UTC),
+                )
+        finally:
+            await engine.dispose()
+        async with httpx.AsyncClient(timeout=30) as http:
+            self.token = await obtain_token(
+                http,
+                client_id=self.client_id,
+                key=self.client_key,
+                scopes="system/*.cruds",
+                base_url=self.base_url,
+            )
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token}"}
 
     def __exit__(self, *_exc: object) -> None:
         self.server.should_exit = True
@@ -181,6 +329,6 @@ class LiveServer:
 
 
 @pytest.fixture(scope="module")
-def live_server(database_url: str) -> Iterator[LiveServer]:
-    with LiveServer(database_url) as server:
+def live_server(database_url: str, token_key_file: Path, client_key: ECKey) -> Iterator[LiveServer]:
+    with LiveServer(database_url, token_key_file, client_key) as server:
         yield server

@@ -63,12 +63,13 @@ def fhir_content(schema: dict[str, Any]) -> dict[str, Any]:
 def responses(
     success: dict[int, str], success_schema: dict[str, Any], *errors: int
 ) -> dict[int | str, Any]:
-    """OpenAPI responses: the successes, and 400/404/406 plus ``errors`` as OperationOutcomes."""
+    """OpenAPI responses: the successes, and 400/401/403/404/406 plus ``errors`` as
+    OperationOutcomes."""
     described: dict[int | str, Any] = {
         code: {"description": text, "content": fhir_content(success_schema)}
         for code, text in success.items()
     }
-    for code in (400, 404, 406, *errors):
+    for code in (400, 401, 403, 404, 406, *errors):
         described[code] = {
             "description": "OperationOutcome explaining the failure",
             "content": fhir_content(OUTCOME_SCHEMA),

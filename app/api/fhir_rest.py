@@ -12,12 +12,12 @@ from urllib.parse import parse_qsl, urlencode
 from fastapi import APIRouter, Path, Request
 from fastapi.responses import Response
 
+from app.api.access import audited_store
 from app.api.edge import json_body as _json_body
 from app.api.edge import media as _media
 from app.api.edge import request_body as _body
 from app.api.edge import responses as _edge_responses
 from app.api.edge import runtime as _runtime
-from app.db import transaction
 from app.fhir import bundles
 from app.fhir.errors import (
     InvalidResource,
@@ -125,8 +125,8 @@ async def _history(request: Request, resource_type: str, resource_id: str | None
     if not count_text.isdigit():
         raise InvalidResource("_count must be a whole number", expression=("_count",))
     since = parse_date(params["_since"], param="_since").start if "_since" in params else None
-    async with transaction(runtime.engine, write=False) as conn:
-        versions = await runtime.store(conn).history(
+    async with audited_store(request, write=False) as store:
+        versions = await store.history(
             resource_type, resource_id, since=since, count=int(count_text)
         )
     path = (
@@ -156,9 +156,8 @@ async def vread(
 ) -> Response:
     media = _media(request)
     _check_interaction(resource_type, "vread")
-    runtime = _runtime(request)
-    async with transaction(runtime.engine, write=False) as conn:
-        stored = await runtime.store(conn).vread(resource_type, resource_id, version_id)
+    async with audited_store(request, write=False) as store:
+        stored = await store.vread(resource_type, resource_id, version_id)
     return _resource_response(request, stored, media)
 
 
@@ -171,9 +170,8 @@ async def vread(
 async def read(request: Request, resource_type: ResourceType, resource_id: ResourceId) -> Response:
     media = _media(request)
     _check_interaction(resource_type, "read")
-    runtime = _runtime(request)
-    async with transaction(runtime.engine, write=False) as conn:
-        stored = await runtime.store(conn).read(resource_type, resource_id)
+    async with audited_store(request, write=False) as store:
+        stored = await store.read(resource_type, resource_id)
     return _resource_response(request, stored, media)
 
 
@@ -216,10 +214,9 @@ async def search_post(request: Request, resource_type: ResourceType) -> Response
 async def _search(request: Request, resource_type: str, params: list[tuple[str, str]]) -> Response:
     media = _media(request)
     _check_interaction(resource_type, "search-type")
-    runtime = _runtime(request)
     lenient = parse_prefer(request.headers.get("prefer")).handling == "lenient"
-    async with transaction(runtime.engine, write=False) as conn:
-        body = await runtime.store(conn).search(resource_type, params, lenient=lenient)
+    async with audited_store(request, write=False) as store:
+        body = await store.search(resource_type, params, lenient=lenient)
     return Response(body, media_type=media)
 
 
@@ -237,9 +234,8 @@ async def create(request: Request, resource_type: ResourceType) -> Response:
     media = _media(request)
     _check_interaction(resource_type, "create")
     document = await _json_body(request)
-    runtime = _runtime(request)
-    async with transaction(runtime.engine, write=True) as conn:
-        result = await runtime.store(conn).create(
+    async with audited_store(request, write=True) as store:
+        result = await store.create(
             document,
             resource_type=resource_type,
             if_none_exist=request.headers.get("if-none-exist"),
@@ -268,11 +264,8 @@ async def update(
     _check_interaction(resource_type, "update")
     if_match = parse_if_match(request.headers.get("if-match"))
     document = await _json_body(request)
-    runtime = _runtime(request)
-    async with transaction(runtime.engine, write=True) as conn:
-        result = await runtime.store(conn).update(
-            resource_type, resource_id, document, if_match=if_match
-        )
+    async with audited_store(request, write=True) as store:
+        result = await store.update(resource_type, resource_id, document, if_match=if_match)
     return _resource_response(
         request,
         result.stored,
@@ -297,11 +290,8 @@ async def patch(request: Request, resource_type: ResourceType, resource_id: Reso
     require_valid_id(resource_id)
     if_match = parse_if_match(request.headers.get("if-match"))
     operations = await _json_body(request, patch=True)
-    runtime = _runtime(request)
-    async with transaction(runtime.engine, write=True) as conn:
-        result = await runtime.store(conn).patch(
-            resource_type, resource_id, operations, if_match=if_match
-        )
+    async with audited_store(request, write=True) as store:
+        result = await store.patch(resource_type, resource_id, operations, if_match=if_match)
     return _resource_response(request, result.stored, media)
 
 
@@ -317,8 +307,7 @@ async def delete(
 ) -> Response:
     _media(request)
     _check_interaction(resource_type, "delete")
-    runtime = _runtime(request)
-    async with transaction(runtime.engine, write=True) as conn:
-        stored = await runtime.store(conn).delete(resource_type, resource_id)
+    async with audited_store(request, write=True) as store:
+        stored = await store.delete(resource_type, resource_id)
     headers = {"ETag": etag(stored.version_id)} if stored is not None else {}
     return Response(status_code=204, headers=headers)

@@ -13,7 +13,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
 from app.api import edge
-from app.db import transaction
+from app.api.access import audited_store
 from app.fhir import transactions
 from app.fhir.bundle_entries import BUNDLE_TYPES, METHODS, parse_bundle
 from app.fhir.http import parse_prefer
@@ -99,11 +99,11 @@ async def transaction_or_batch(request: Request) -> Response:
         document, max_entries=settings.max_bundle_entries, base_url=settings.base_url
     )
     prefer = parse_prefer(request.headers.get("prefer"))
-    async with transaction(runtime.engine, write=True) as conn:
+    async with audited_store(request, write=True) as store:
         body = await transactions.process(
             bundle,
-            store=runtime.store(conn),
-            conn=conn,
+            store=store,
+            conn=store.repo.conn,
             base_url=settings.base_url,
             return_preference=prefer.return_,
         )

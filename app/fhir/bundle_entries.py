@@ -54,6 +54,15 @@ class Entry:
     def writes(self) -> bool:
         return self.method not in ("GET", "HEAD")
 
+    @property
+    def interaction(self) -> str:
+        """The FHIR interaction this entry asks for."""
+        if self.method in ("GET", "HEAD"):
+            if self.resource_id is None:
+                return "search-type"
+            return "read" if self.version_id is None else "vread"
+        return {"POST": "create", "PUT": "update", "PATCH": "patch"}.get(self.method, "delete")
+
 
 @dataclass(frozen=True, slots=True)
 class BundleRequest:

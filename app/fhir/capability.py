@@ -37,7 +37,9 @@ def capability_statement(
     software_version: str,
     now: datetime,
     max_bundle_entries: int | None = None,
+    security: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
+    """``security`` is the ``rest.security`` element (how clients authenticate), if any."""
     implemented = set(implemented)
     resources = []
     for resource_type, policy in SERVED.items():
@@ -88,6 +90,7 @@ def capability_statement(
         "rest": [
             {
                 "mode": "server",
+                **({"security": security} if security else {}),
                 "resource": resources,
                 **_system_interactions(implemented, max_bundle_entries),
             }

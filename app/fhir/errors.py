@@ -65,6 +65,20 @@ class InvalidResource(FhirError):
     code = "invalid"
 
 
+class Unauthenticated(FhirError):
+    """No valid access token; the response carries a ``WWW-Authenticate`` challenge."""
+
+    status = 401
+    code = "login"
+
+
+class Forbidden(FhirError):
+    """The access token does not grant what the request needs."""
+
+    status = 403
+    code = "forbidden"
+
+
 class NotFound(FhirError):
     status = 404
     code = "not-found"

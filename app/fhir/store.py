@@ -12,13 +12,14 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
-from urllib.parse import parse_qsl
+from urllib.parse import parse_qsl, urlencode
 
 import jsonpatch
 import orjson
 
 from app.clock import Clock
 from app.fhir import bundles
+from app.fhir.access import OPEN_ACCESS, Access, Touched
 from app.fhir.errors import (
     BusinessRuleViolation,
     Gone,
@@ -64,6 +65,7 @@ class FhirStore:
         base_url: str,
         default_page_size: int = 50,
         max_page_size: int = 500,
+        access: Access = OPEN_ACCESS,
     ) -> None:
         self.repo = repository
         self.clock = clock
@@ -72,10 +74,12 @@ class FhirStore:
         self.base_url = base_url
         self.default_page_size = default_page_size
         self.max_page_size = max_page_size
+        self.access = access
 
     # -- reads ---------------------------------------------------------------------------
 
     async def read(self, resource_type: str, resource_id: str) -> StoredVersion:
+        self.access.authorise("read", resource_type, resource_id)
         current = await self.repo.current(resource_type, resource_id)
         if current is None:
             raise NotFound(f"{resource_type}/{resource_id} is not known")
@@ -84,9 +88,11 @@ class FhirStore:
                 f"{resource_type}/{resource_id} was deleted",
                 headers={"ETag": f'W/"{current.version_id}"'},
             )
+        self.access.touched("read", resource_type, [_touched(current)])
         return current
 
     async def vread(self, resource_type: str, resource_id: str, version_id: str) -> StoredVersion:
+        self.access.authorise("vread", resource_type, resource_id)
         if not version_id.isdigit():
             raise NotFound(f"{resource_type}/{resource_id} has no version '{version_id}'")
         stored = await self.repo.version(resource_type, resource_id, int(version_id))
@@ -94,20 +100,26 @@ class FhirStore:
             raise NotFound(f"{resource_type}/{resource_id} has no version {version_id}")
         if stored.deleted:
             raise Gone(f"Version {version_id} of {resource_type}/{resource_id} is a deletion")
+        self.access.touched("vread", resource_type, [_touched(stored)])
         return stored
 
     async def history(
         self, resource_type: str, resource_id: str | None, *, since: datetime | None, count: int
     ) -> list[StoredVersion]:
+        interaction = "history-type" if resource_id is None else "history-instance"
+        self.access.authorise(interaction, resource_type, resource_id)
         if resource_id is not None and await self.repo.current(resource_type, resource_id) is None:
             raise NotFound(f"{resource_type}/{resource_id} is not known")
         count = min(count, self.max_page_size)
-        return list(await self.repo.history(resource_type, resource_id, since=since, limit=count))
+        versions = await self.repo.history(resource_type, resource_id, since=since, limit=count)
+        self.access.touched(interaction, resource_type, [_touched(v) for v in versions])
+        return list(versions)
 
     async def search(
         self, resource_type: str, params: list[tuple[str, str]], *, lenient: bool = False
     ) -> bytes:
         """One page of a search, as a searchset Bundle."""
+        self.access.authorise("search-type", resource_type)
         request = parse_search(
             resource_type,
             params,
@@ -116,6 +128,12 @@ class FhirStore:
             lenient=lenient,
         )
         page = await run_search(self.repo.conn, request, self.base_url)
+        # Resources brought in by _include/_revinclude are read: the caller must be allowed to.
+        for included_type in sorted({included[0] for included in page.included}):
+            self.access.authorise("read", included_type)
+        touched = [(resource_type, rid, content) for rid, content in page.rows]
+        touched += page.included
+        self.access.touched("search-type", resource_type, touched, query=urlencode(params))
         return bundles.search_result(
             base_url=self.base_url,
             resource_type=resource_type,
@@ -136,16 +154,24 @@ class FhirStore:
     ) -> WriteResult:
         """``resource_id`` is for a transaction Bundle, which assigns ids before it writes so
         that its entries can refer to one another; clients never choose it on create."""
+        self.access.authorise("create", resource_type)
         resource_type, document = validate_resource(
             document, expected_type=resource_type, chi_system=self.chi_system
         )
         if if_none_exist is not None:
             existing = await self.conditional_match(resource_type, if_none_exist)
             if existing is not None:
+                self.access.touched("create", resource_type, [_touched(existing)])
                 return WriteResult(existing, created=False)
         new_id = resource_id or str(uuid.uuid4())
         stored = await self._write(resource_type, new_id, document, None, "create")
+        self.access.touched("create", resource_type, [_touched(stored)])
         return WriteResult(stored, created=True)
+
+    async def create_trusted(self, resource_type: str, document: dict[str, Any]) -> StoredVersion:
+        """Store a resource the server itself made (an AuditEvent), without validating it
+        again or asking the caller's access; it is indexed and versioned like any other."""
+        return await self._write(resource_type, str(uuid.uuid4()), document, None, "create")
 
     async def update(
         self,
@@ -154,7 +180,19 @@ class FhirStore:
         document: Any,
         *,
         if_match: int | None = None,
-        interaction: str = "update",
+    ) -> WriteResult:
+        self.access.authorise("update", resource_type, resource_id)
+        result = await self._update(resource_type, resource_id, document, if_match, "update")
+        self.access.touched("update", resource_type, [_touched(result.stored)])
+        return result
+
+    async def _update(
+        self,
+        resource_type: str,
+        resource_id: str,
+        document: Any,
+        if_match: int | None,
+        interaction: str,
     ) -> WriteResult:
         require_valid_id(resource_id)
         resource_type, document = validate_resource(
@@ -190,6 +228,7 @@ class FhirStore:
         *,
         if_match: int | None = None,
     ) -> WriteResult:
+        self.access.authorise("patch", resource_type, resource_id)
         current = await self.repo.current(resource_type, resource_id, for_update=True)
         if current is None:
             raise NotFound(f"{resource_type}/{resource_id} is not known")
@@ -205,22 +244,22 @@ class FhirStore:
             raise InvalidRequest(f"The JSON Patch is malformed: {error}") from error
         except (jsonpatch.JsonPatchException, jsonpatch.JsonPointerException) as error:
             raise BusinessRuleViolation(f"The JSON Patch cannot be applied: {error}") from error
-        return await self.update(
-            resource_type,
-            resource_id,
-            patched,
-            if_match=current.version_id,
-            interaction="patch",
+        result = await self._update(
+            resource_type, resource_id, patched, current.version_id, "patch"
         )
+        self.access.touched("patch", resource_type, [_touched(result.stored)])
+        return result
 
     async def delete(
         self, resource_type: str, resource_id: str, *, if_match: int | None = None
     ) -> StoredVersion | None:
         """Write a tombstone version; None when the resource was already deleted."""
+        self.access.authorise("delete", resource_type, resource_id)
         current = await self.repo.current(resource_type, resource_id, for_update=True)
         if current is None:
             raise NotFound(f"{resource_type}/{resource_id} is not known")
         if current.deleted:
+            self.access.touched("delete", resource_type, [(resource_type, resource_id, None)])
             return None
         self._check_if_match(current, if_match)
         watched = self.hooks.watches(resource_type) and current.content is not None
@@ -238,6 +277,8 @@ class FhirStore:
         )
         await self._replace(stored, current, IndexRows())
         await self.hooks.run_after(event)
+        # The version deleted is what the deletion touched (and names the patient).
+        self.access.touched("delete", resource_type, [_touched(current)])
         return stored
 
     # -- internals -----------------------------------------------------------------------
@@ -326,3 +367,7 @@ class FhirStore:
                 f"{stored.resource_type}/{stored.id} was changed by another request; "
                 "read it again and reapply the change"
             )
+
+
+def _touched(stored: StoredVersion) -> Touched:
+    return (stored.resource_type, stored.id, stored.content)

@@ -161,6 +161,13 @@ class _Processor:
                     target = await self._target(entry) if entry.method in ("POST", "PUT") else None
                     answer = await self._execute(entry, target)
             except FhirError as error:
+                self.store.access.failed(
+                    entry.interaction,
+                    entry.resource_type,
+                    entry.resource_id,
+                    status=error.status,
+                    reason=type(error).__name__,
+                )
                 answer = _failed(_located(error, entry))
             answers.append(answer)
         return answers

@@ -460,13 +460,20 @@ async def test_batch_entries_cannot_refer_to_each_other_by_urn_uuid(
 
 
 @pytest.fixture
-async def three_entry_client(runtime: Runtime) -> AsyncIterator[httpx.AsyncClient]:
-    """A client on an app whose Bundles may hold at most three entries."""
+async def three_entry_client(
+    runtime: Runtime, client: httpx.AsyncClient
+) -> AsyncIterator[httpx.AsyncClient]:
+    """A client on an app whose Bundles may hold at most three entries (with the token of
+    ``client``: both apps share the signing key)."""
     limited = runtime.settings.model_copy(update={"max_bundle_entries": 3})
     app: FastAPI = create_app(limited, runtime=Runtime(settings=limited, engine=runtime.engine))
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as http:
+        async with httpx.AsyncClient(
+            transport=transport,
+            base_url="http://testserver",
+            headers={"Authorization": client.headers["authorization"]},
+        ) as http:
             yield http
 
 

@@ -13,7 +13,9 @@ from tests.fhir_parse import assert_parses_as_r4
 
 async def test_create_read_update_search_delete(live_server: LiveServer) -> None:
     client = AsyncFHIRClient(
-        live_server.base_url, extra_headers={"Accept": "application/fhir+json"}
+        live_server.base_url,
+        authorization=f"Bearer {live_server.token}",
+        extra_headers={"Accept": "application/fhir+json"},
     )
     resource = client.resource("Patient", **patient("9912003888"))
     await resource.save()
@@ -42,7 +44,7 @@ async def test_create_read_update_search_delete(live_server: LiveServer) -> None
 
 
 async def test_invalid_resource_is_reported_as_operation_outcome(live_server: LiveServer) -> None:
-    client = AsyncFHIRClient(live_server.base_url)
+    client = AsyncFHIRClient(live_server.base_url, authorization=f"Bearer {live_server.token}")
     resource = client.resource("Patient", **patient("9434765918"))
     with pytest.raises(OperationOutcome) as raised:
         await resource.save()

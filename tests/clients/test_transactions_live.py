@@ -46,7 +46,7 @@ def check_referral_response(response: dict[str, Any], *, patient_status: str) ->
 
 
 async def test_referral_transaction_through_fhirpy(live_server: LiveServer) -> None:
-    client = AsyncFHIRClient(live_server.base_url)
+    client = AsyncFHIRClient(live_server.base_url, authorization=f"Bearer {live_server.token}")
     nhs = fresh_nhs_number()
     first = await client.execute("/", method="post", data=referral_bundle(nhs))
     ids = check_referral_response(first, patient_status="201 Created")
@@ -63,7 +63,7 @@ async def test_referral_transaction_through_fhirpy(live_server: LiveServer) -> N
 async def test_failed_transaction_through_fhirpy_is_an_operation_outcome(
     live_server: LiveServer,
 ) -> None:
-    client = AsyncFHIRClient(live_server.base_url)
+    client = AsyncFHIRClient(live_server.base_url, authorization=f"Bearer {live_server.token}")
     nhs = fresh_nhs_number()
     bundle = referral_bundle(nhs)
     bundle["entry"][2]["resource"]["subject"] = {"reference": "urn:uuid:not-in-this-bundle"}
@@ -75,7 +75,9 @@ async def test_failed_transaction_through_fhirpy_is_an_operation_outcome(
 
 async def test_referral_transaction_through_httpx(live_server: LiveServer) -> None:
     nhs = fresh_nhs_number()
-    async with httpx.AsyncClient(base_url=live_server.base_url, timeout=30) as http:
+    async with httpx.AsyncClient(
+        base_url=live_server.base_url, timeout=30, headers=live_server.headers
+    ) as http:
         response = await http.post(
             "/",
             json=referral_bundle(nhs),

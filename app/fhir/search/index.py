@@ -149,6 +149,10 @@ def _add(rows: IndexRows, param: SearchParameter, value: Any, base_url: str) -> 
         for target_type, target_id in reference_targets(value, base_url):
             if not param.targets or target_type in param.targets:
                 rows.references.append((code, target_type, target_id))
+        # A reference by business identifier (ODS code, client id) answers :identifier.
+        if isinstance(value, dict) and isinstance(value.get("identifier"), dict):
+            identifiers = token_values(value["identifier"])
+            rows.tokens.extend((f"{code}:identifier", s, c) for s, c in identifiers)
     elif param.type == "quantity":
         rows.quantities.extend((code, *q) for q in _quantities(value))
 

@@ -17,7 +17,8 @@ MODIFIERS = {
     "token": frozenset({"missing", "not", "text"}),
     "string": frozenset({"missing", "exact", "contains"}),
     "date": frozenset({"missing"}),
-    "reference": frozenset({"missing"}),  # plus a resource type, e.g. subject:Patient
+    # plus a resource type, e.g. subject:Patient
+    "reference": frozenset({"missing", "identifier"}),
     "quantity": frozenset({"missing"}),
     "uri": frozenset({"missing", "below", "above"}),
 }

@@ -157,6 +157,8 @@ def _indexed(
     code = param.code
     if param.type == "token" and criterion.modifier == "text":
         table, code = search_string, f"{code}:text"
+    elif param.type == "reference" and criterion.modifier == "identifier":
+        table, code = search_token, f"{code}:identifier"
     c = table.c
     scope = [c.resource_type == resource_type, c.param == code, c.resource_id == id_col]
     if criterion.modifier == "missing":
@@ -185,6 +187,8 @@ def _value_match(criterion: Criterion, value: str, c: Any, base_url: str) -> Col
     if param.type == "date":
         return _date_match(c.low, c.high, value, param.code)
     if param.type == "reference":
+        if criterion.modifier == "identifier":
+            return _token_match(value)
         return _reference_match(criterion, value, base_url)
     return _quantity_match(value, param.code)
 

@@ -1,0 +1,134 @@
+"""Who is calling, at the HTTP edge: the bearer token checked before any FHIR work, and the
+request's audit trail opened, written with its transaction and, on failure, on its own.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Annotated, Any
+
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from app.api.edge import runtime as _runtime
+from app.audit.events import Attempt, RequestAudit
+from app.config import Settings
+from app.db import transaction
+from app.fhir.errors import Unauthenticated
+from app.fhir.store import FhirStore
+from app.security.principal import Principal
+from app.security.tokens import InvalidToken
+
+log = logging.getLogger("waymark.access")
+
+#: The caller when authentication is off (loopback only, see Settings.auth).
+LOCAL_OPERATOR = Principal("local-operator", frozenset({"system/*.cruds"}))
+_REALM = 'Bearer realm="waymark"'
+
+
+_BEARER = HTTPBearer(
+    auto_error=False,
+    scheme_name="SMART Backend Services",
+    description="An access token from POST /auth/token (see /.well-known/smart-configuration)",
+)
+
+
+async def caller(
+    request: Request,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_BEARER)],
+) -> None:
+    """Router dependency: identify the caller (401 without a valid token) and open the
+    request's audit trail, before anything else is read from the request."""
+    runtime = _runtime(request)
+    route = request.scope.get("route")
+    audit = RequestAudit(
+        principal=None,
+        request_id=request.state.request_id,
+        server=runtime.settings.base_url,
+        clock=runtime.clock,
+        client_address=request.client.host if request.client else None,
+        attempt=Attempt(
+            getattr(route, "name", "operation"),
+            request.path_params.get("resource_type"),
+            request.path_params.get("resource_id"),
+        ),
+    )
+    request.state.audit = audit
+    if runtime.settings.auth == "off":
+        audit.principal = LOCAL_OPERATOR
+        request.state.client_id = LOCAL_OPERATOR.client_id
+        return
+    if credentials is None or not credentials.credentials.strip():
+        raise Unauthenticated(
+            "This request needs an access token: Authorization: Bearer <token> "
+            "(see /.well-known/smart-configuration)",
+            headers={"WWW-Authenticate": _REALM},
+        )
+    try:
+        audit.principal = runtime.tokens.verify_access_token(credentials.credentials.strip())
+    except InvalidToken as error:
+        raise Unauthenticated(
+            f"The access token is not accepted: {error}",
+            headers={
+                "WWW-Authenticate": f'{_REALM}, error="invalid_token", error_description="{error}"'
+            },
+        ) from error
+    request.state.client_id = audit.principal.client_id
+
+
+@asynccontextmanager
+async def audited_store(request: Request, *, write: bool) -> AsyncIterator[FhirStore]:
+    """The request's one transaction, with a store that checks the caller's scopes; the
+    AuditEvents of what it did are written on the same transaction before it commits."""
+    runtime = _runtime(request)
+    audit: RequestAudit = request.state.audit
+    # On SQLite the AuditEvent makes every request a writer: take the write lock up front
+    # rather than upgrading a read transaction (which can fail under concurrent writers).
+    async with transaction(runtime.engine, write=write or runtime.settings.is_sqlite) as conn:
+        store = runtime.store(conn, access=audit)
+        yield store
+        await audit.write(store)
+
+
+async def record_failure(request: Request, *, status: int, reason: str) -> None:
+    """Record a refused or failed interaction. The request's transaction has been rolled
+    back, so this is a transaction of its own; failing to record is logged, not raised,
+    so that the caller still gets the original error."""
+    audit: RequestAudit | None = getattr(request.state, "audit", None)
+    if audit is None:
+        return
+    runtime = _runtime(request)
+    try:
+        async with transaction(runtime.engine, write=True) as conn:
+            await audit.write_failure(runtime.store(conn), status=status, reason=reason)
+    except Exception as error:
+        log.error("could not record a failed interaction: %s", type(error).__name__)
+
+
+def smart_security(settings: Settings) -> dict[str, Any]:
+    """The CapabilityStatement's ``rest.security``: SMART on FHIR, with its token URL."""
+    return {
+        "cors": False,
+        "service": [
+            {
+                "coding": [
+                    {
+                        "system": "http://terminology.hl7.org/CodeSystem/restful-security-service",
+                        "code": "SMART-on-FHIR",
+                    }
+                ]
+            }
+        ],
+        "description": "SMART Backend Services: a client credentials grant with a signed JWT "
+        "assertion (RS384 or ES384) at the token endpoint; SMART v2 system scopes (v1 .read/"
+        ".write accepted) are checked on every interaction and every Bundle entry. See "
+        "/.well-known/smart-configuration.",
+        "extension": [
+            {
+                "url": "http://fhir-registry.smarthealthit.org/StructureDefinition/oauth-uris",
+                "extension": [{"url": "token", "valueUri": f"{settings.base_url}/auth/token"}],
+            }
+        ],
+    }

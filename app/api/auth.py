@@ -1,0 +1,172 @@
+"""SMART Backend Services at the HTTP edge: discovery, the token endpoint, Waymark's public keys.
+
+These answer in OAuth's JSON, not FHIR's: a token error is ``{"error", "error_description"}``
+(RFC 6749 section 5.2), never an OperationOutcome.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import parse_qsl
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
+
+from app.api.edge import runtime as _runtime
+from app.db import transaction
+from app.security.tokens import ASSERTION_ALGORITHMS, TokenRequestError
+
+router = APIRouter(tags=["Authorisation"])
+
+TOKEN_PATH = "/auth/token"  # noqa: S105 (a path, not a secret)
+JWKS_PATH = "/.well-known/jwks.json"
+_FORM = "application/x-www-form-urlencoded"
+_MAX_FORM_BYTES = 16 * 1024  # an assertion is a few kilobytes at most
+_NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
+
+#: Advertised examples; any system scope that an allowed scope covers may be requested.
+SCOPES_SUPPORTED = [
+    "system/*.cruds",
+    "system/*.rs",
+    "system/*.read",
+    "system/*.write",
+    "system/*.*",
+]
+
+_TOKEN_RESPONSES: dict[int | str, Any] = {
+    200: {
+        "description": "An access token",
+        "content": {
+            "application/json": {
+                "schema": {
+                    "type": "object",
+                    "required": ["access_token", "token_type", "expires_in", "scope"],
+                    "properties": {
+                        "access_token": {"type": "string"},
+                        "token_type": {"const": "bearer"},
+                        "expires_in": {"type": "integer"},
+                        "scope": {"type": "string"},
+                    },
+                }
+            }
+        },
+    },
+    400: {
+        "description": "OAuth 2.0 error (RFC 6749 section 5.2)",
+        "content": {
+            "application/json": {
+                "schema": {
+                    "type": "object",
+                    "required": ["error"],
+                    "properties": {
+                        "error": {
+                            "enum": [
+                                "invalid_request",
+                                "invalid_client",
+                                "invalid_grant",
+                                "invalid_scope",
+                                "unsupported_grant_type",
+                            ]
+                        },
+                        "error_description": {"type": "string"},
+                    },
+                }
+            }
+        },
+    },
+}
+
+
+@router.get(
+    "/.well-known/smart-configuration",
+    summary="SMART configuration: how to get an access token",
+    response_class=JSONResponse,
+)
+async def smart_configuration(request: Request) -> JSONResponse:
+    base_url = _runtime(request).settings.base_url
+    return JSONResponse(
+        {
+            "token_endpoint": base_url + TOKEN_PATH,
+            "jwks_uri": base_url + JWKS_PATH,
+            "token_endpoint_auth_methods_supported": ["private_key_jwt"],
+            "token_endpoint_auth_signing_alg_values_supported": list(ASSERTION_ALGORITHMS),
+            "grant_types_supported": ["client_credentials"],
+            "scopes_supported": SCOPES_SUPPORTED,
+            "capabilities": [
+                "client-confidential-asymmetric",
+                "permission-v2",
+                "permission-v1",
+            ],
+        }
+    )
+
+
+@router.get(JWKS_PATH, summary="Waymark's public keys, which sign its access tokens")
+async def jwks(request: Request) -> JSONResponse:
+    return JSONResponse(_runtime(request).tokens.public_jwks())
+
+
+@router.post(
+    TOKEN_PATH,
+    summary="Token endpoint (SMART Backend Services: client credentials, private_key_jwt)",
+    responses=_TOKEN_RESPONSES,
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {
+                _FORM: {
+                    "schema": {
+                        "type": "object",
+                        "required": [
+                            "grant_type",
+                            "client_assertion_type",
+                            "client_assertion",
+                            "scope",
+                        ],
+                        "properties": {
+                            "grant_type": {"const": "client_credentials"},
+                            "client_assertion_type": {
+                                "const": "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
+                            },
+                            "client_assertion": {"type": "string"},
+                            "scope": {"type": "string"},
+                        },
+                    }
+                }
+            },
+        }
+    },
+)
+async def token(request: Request) -> JSONResponse:
+    runtime = _runtime(request)
+    try:
+        form = await _form(request)
+        async with transaction(runtime.engine, write=True) as conn:
+            answer = await runtime.tokens.issue(
+                conn, form=form, token_url=runtime.settings.base_url + TOKEN_PATH
+            )
+    except TokenRequestError as error:
+        return JSONResponse(error.body(), status_code=error.status, headers=_NO_STORE)
+    return JSONResponse(answer, headers=_NO_STORE)
+
+
+async def _form(request: Request) -> dict[str, str]:
+    """The form-encoded body, each parameter at most once (RFC 6749 section 3.2)."""
+    media_type = (request.headers.get("content-type") or "").split(";")[0].strip().lower()
+    if media_type != _FORM:
+        raise TokenRequestError("invalid_request", f"the body must be {_FORM}")
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > _MAX_FORM_BYTES:
+            raise TokenRequestError("invalid_request", "the request body is too large")
+    try:
+        pairs = parse_qsl(body.decode("utf-8"), keep_blank_values=True, strict_parsing=False)
+    except UnicodeDecodeError as error:
+        raise TokenRequestError("invalid_request", "the body is not UTF-8") from error
+    form: dict[str, str] = {}
+    for name, value in pairs:
+        if name in form:
+            raise TokenRequestError("invalid_request", f"{name} is given more than once")
+        form[name] = value
+    return form

@@ -1,0 +1,278 @@
+"""The audit trail of one request: the :class:`~app.fhir.access.Access` port for a caller.
+
+Each interaction the store runs is authorised against the caller's SMART scopes and, when it
+succeeds, becomes AuditEvents shaped as IHE Basic Audit Log Patterns (BALP) RESTful events:
+type ``rest``, the interaction as subtype, action C/R/U/D/E, the client and this server as
+agents, the patient where there is one, the resource or the query as entity, and the request
+id. A search or history touching several patients gives one event per patient, as BALP's
+query pattern asks. Refused and failed interactions are recorded too (:meth:`failure`).
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import orjson
+
+from app.canonical import CLIENT_ID_SYSTEM
+from app.clock import Clock
+from app.fhir.access import Touched
+from app.fhir.errors import Forbidden
+from app.fhir.resources import instant
+from app.fhir.store import FhirStore
+from app.security.principal import Principal
+from app.security.scopes import INTERACTION_PERMISSION, permits
+
+_EVENT_TYPE = {
+    "system": "http://terminology.hl7.org/CodeSystem/audit-event-type",
+    "code": "rest",
+    "display": "RESTful Operation",
+}
+_INTERACTION_SYSTEM = "http://hl7.org/fhir/restful-interaction"
+_ACTION = {
+    "create": "C",
+    "read": "R",
+    "vread": "R",
+    "history-instance": "R",
+    "update": "U",
+    "patch": "U",
+    "delete": "D",
+}  # searches, history of a type, transactions and batches: E (execute)
+_QUERIES = frozenset({"search-type", "history-type"})
+_DCM = "http://dicom.nema.org/resources/ontology/DCM"
+_SOURCE_ROLE = {"system": _DCM, "code": "110153", "display": "Source Role ID"}
+_DESTINATION_ROLE = {"system": _DCM, "code": "110152", "display": "Destination Role ID"}
+_ENTITY_TYPE = "http://terminology.hl7.org/CodeSystem/audit-entity-type"
+_OBJECT_ROLE = "http://terminology.hl7.org/CodeSystem/object-role"
+_PATIENT_ENTITY = {
+    "type": {"system": _ENTITY_TYPE, "code": "1", "display": "Person"},
+    "role": {"system": _OBJECT_ROLE, "code": "1", "display": "Patient"},
+}
+_RESOURCE_ENTITY = {
+    "type": {"system": _ENTITY_TYPE, "code": "2", "display": "System Object"},
+    "role": {"system": _OBJECT_ROLE, "code": "4", "display": "Domain Resource"},
+}
+_QUERY_ENTITY = {
+    "type": {"system": _ENTITY_TYPE, "code": "2", "display": "System Object"},
+    "role": {"system": _OBJECT_ROLE, "code": "24", "display": "Query"},
+}
+_REQUEST_ID_TYPE = {
+    "system": "https://profiles.ihe.net/ITI/BALP/CodeSystem/BasicAuditEntityType",
+    "code": "XrequestId",
+    "display": "X-Request-Id",
+}
+#: Where a resource names the patient it is about (the patient compartment's usual links).
+_PATIENT_ELEMENTS = ("subject", "patient", "for", "beneficiary")
+_SOURCE_TYPE = {
+    "system": "http://terminology.hl7.org/CodeSystem/security-source-type",
+    "code": "4",
+    "display": "Application Server",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Attempt:
+    """The interaction the request was last asked to do, for recording a failure."""
+
+    interaction: str
+    resource_type: str | None
+    resource_id: str | None = None
+
+
+@dataclass(slots=True)
+class _Done:
+    interaction: str
+    resource_type: str
+    touched: Sequence[Touched]
+    query: str | None
+
+
+@dataclass
+class RequestAudit:
+    """Authorises and records one request's interactions (an ``Access`` for the store)."""
+
+    principal: Principal | None
+    request_id: str
+    server: str  # this server's base URL
+    clock: Clock
+    client_address: str | None = None
+    attempt: Attempt | None = None
+    done: list[_Done] = field(default_factory=list)
+    #: Interactions that failed without failing the request (entries of a batch).
+    failures: list[tuple[Attempt, int, str]] = field(default_factory=list)
+
+    # -- the Access port ----------------------------------------------------------------------
+
+    def authorise(
+        self, interaction: str, resource_type: str, resource_id: str | None = None
+    ) -> None:
+        self.attempt = Attempt(interaction, resource_type, resource_id)
+        permission = INTERACTION_PERMISSION[interaction]
+        if self.principal is None or not permits(self.principal.scopes, resource_type, permission):
+            raise Forbidden(
+                f"The access token does not allow '{interaction}' on {resource_type}: it needs "
+                f"a scope such as system/{resource_type}.{permission}"
+            )
+
+    def touched(
+        self,
+        interaction: str,
+        resource_type: str,
+        resources: Sequence[Touched],
+        *,
+        query: str | None = None,
+    ) -> None:
+        self.done.append(_Done(interaction, resource_type, resources, query))
+
+    def failed(
+        self,
+        interaction: str,
+        resource_type: str,
+        resource_id: str | None,
+        *,
+        status: int,
+        reason: str,
+    ) -> None:
+        self.failures.append((Attempt(interaction, resource_type, resource_id), status, reason))
+
+    # -- writing the trail ---------------------------------------------------------------------
+
+    async def write(self, store: FhirStore) -> None:
+        """Store the AuditEvents of what succeeded, on the request's own transaction."""
+        recorded = self.clock()
+        for done in self.done:
+            for event in self._events(done, recorded):
+                await store.create_trusted("AuditEvent", event)
+        for attempt, status, reason in self.failures:
+            await store.create_trusted("AuditEvent", self._failure(attempt, status, reason))
+        self.done.clear()
+        self.failures.clear()
+
+    async def write_failure(self, store: FhirStore, *, status: int, reason: str) -> None:
+        """Store the AuditEvent of a refused or failed request (on a new transaction: the
+        request's own was rolled back, and whatever it had done with it)."""
+        attempt = self.attempt or Attempt("operation", None)
+        await store.create_trusted("AuditEvent", self._failure(attempt, status, reason))
+
+    def _failure(self, attempt: Attempt, status: int, reason: str) -> dict[str, Any]:
+        event = self._event(
+            attempt.interaction,
+            self.clock(),
+            outcome="8" if status >= 500 else "4",
+            description=f"{status} {reason}",
+        )
+        if attempt.resource_type is not None and attempt.resource_id is not None:
+            reference = f"{attempt.resource_type}/{attempt.resource_id}"
+            event["entity"].insert(0, {"what": {"reference": reference}, **_RESOURCE_ENTITY})
+            if attempt.resource_type == "Patient":
+                event["entity"].insert(0, {"what": {"reference": reference}, **_PATIENT_ENTITY})
+        return event
+
+    def _events(self, done: _Done, recorded: datetime) -> list[dict[str, Any]]:
+        if done.interaction in _QUERIES:
+            query = {**_QUERY_ENTITY, "query": _base64(f"{done.resource_type}?{done.query or ''}")}
+            patients: list[str | None] = [
+                *sorted({p for t in done.touched for p in patients_of(*t)})
+            ]
+            events = []
+            for patient in patients or [None]:
+                event = self._event(done.interaction, recorded)
+                if patient is not None:
+                    event["entity"].insert(0, {"what": {"reference": patient}, **_PATIENT_ENTITY})
+                event["entity"].insert(0, query)
+                events.append(event)
+            return events
+        events = []
+        for resource_type, resource_id, content in done.touched:
+            event = self._event(done.interaction, recorded)
+            version = _version_of(content)
+            what = f"{resource_type}/{resource_id}" + (f"/_history/{version}" if version else "")
+            entities = [{"what": {"reference": what}, **_RESOURCE_ENTITY}]
+            entities += [
+                {"what": {"reference": patient}, **_PATIENT_ENTITY}
+                for patient in sorted(patients_of(resource_type, resource_id, content))
+            ]
+            event["entity"][:0] = entities
+            events.append(event)
+        return events
+
+    def _event(
+        self,
+        interaction: str,
+        recorded: datetime,
+        *,
+        outcome: str = "0",
+        description: str | None = None,
+    ) -> dict[str, Any]:
+        subtype = "search-type" if interaction == "search-type-post" else interaction
+        client: dict[str, Any] = {
+            "type": {"coding": [_SOURCE_ROLE]},
+            "who": (
+                {"identifier": {"system": CLIENT_ID_SYSTEM, "value": self.principal.client_id}}
+                if self.principal is not None
+                else {"display": "unauthenticated caller"}
+            ),
+            "requestor": True,
+        }
+        if self.client_address:
+            client["network"] = {"address": self.client_address, "type": "2"}
+        event: dict[str, Any] = {
+            "resourceType": "AuditEvent",
+            "type": _EVENT_TYPE,
+            "subtype": [{"system": _INTERACTION_SYSTEM, "code": subtype}],
+            "action": _ACTION.get(subtype, "E"),
+            "recorded": instant(recorded),
+            "outcome": outcome,
+            "agent": [
+                client,
+                {
+                    "type": {"coding": [_DESTINATION_ROLE]},
+                    "who": {"display": "Waymark", "identifier": {"value": self.server}},
+                    "requestor": False,
+                    "network": {"address": self.server, "type": "5"},
+                },
+            ],
+            "source": {
+                "observer": {"display": "Waymark", "identifier": {"value": self.server}},
+                "type": [_SOURCE_TYPE],
+            },
+            "entity": [
+                {"what": {"identifier": {"value": self.request_id}}, "type": _REQUEST_ID_TYPE}
+            ],
+        }
+        if description is not None:
+            event["outcomeDesc"] = description
+        return event
+
+
+def patients_of(resource_type: str, resource_id: str, content: bytes | None) -> set[str]:
+    """The patients a stored resource is about, as ``Patient/id`` references."""
+    if resource_type == "Patient":
+        return {f"Patient/{resource_id}"}
+    if content is None or resource_type == "AuditEvent":
+        return set()
+    document = orjson.loads(content)
+    found = set()
+    for element in _PATIENT_ELEMENTS:
+        value = document.get(element)
+        for reference in value if isinstance(value, list) else [value]:
+            text = reference.get("reference") if isinstance(reference, dict) else None
+            if isinstance(text, str) and "Patient/" in text:
+                found.add("Patient/" + text.split("Patient/", 1)[1].split("/")[0])
+    return found
+
+
+def _version_of(content: bytes | None) -> str | None:
+    if content is None:
+        return None
+    meta = orjson.loads(content).get("meta") or {}
+    version = meta.get("versionId")
+    return version if isinstance(version, str) else None
+
+
+def _base64(text: str) -> str:
+    return base64.b64encode(text.encode()).decode("ascii")
