@@ -2,6 +2,7 @@
 # Build:  docker build -t waymark .
 # Run:    docker run -e WAYMARK_DATABASE_URL=postgresql+asyncpg://... -p 8000:8000 waymark
 # Migrate (once per release, before the new version serves): docker run ... waymark migrate
+# then load Waymark's terminology and pathway definitions:    docker run ... waymark seed
 
 FROM python:3.11-slim AS build
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1
@@ -17,6 +18,7 @@ RUN groupadd --system --gid 10001 waymark \
 COPY --from=build /opt/waymark /opt/waymark
 WORKDIR /srv/waymark
 COPY migrations ./migrations
+COPY seed ./seed
 RUN mkdir -p var && chown waymark:waymark var
 ENV PATH=/opt/waymark/bin:$PATH \
     PYTHONUNBUFFERED=1 \

@@ -16,6 +16,7 @@ install: $(STAMP)
 run: install
 	mkdir -p var
 	$(BIN)/waymark migrate
+	$(BIN)/waymark seed-demo
 	$(BIN)/waymark client add local-operator --scope 'system/*.cruds' \
 	  --key-file var/local-operator-key.json --exist-ok
 	@echo "To call the API, get a token in another shell:"

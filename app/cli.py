@@ -1,4 +1,4 @@
-"""The ``waymark`` command: serve, migrate, openapi, client, token, keys."""
+"""The ``waymark`` command: serve, migrate, openapi, seed, client, token, keys."""
 
 from __future__ import annotations
 
@@ -14,6 +14,8 @@ from app.logs import logging_config
 
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncConnection
+
+    from app.fhir.store import FhirStore
 
 cli = typer.Typer(no_args_is_help=True, add_completion=False, help="Waymark FHIR service")
 
@@ -330,6 +332,62 @@ def keys_rotate() -> None:
     path = _settings_or_exit().token_key_file
     new = SigningKeys(path).rotate()
     typer.echo(f"New signing key {new.kid} in {path}")
+
+
+def _pathway_store(conn: AsyncConnection) -> FhirStore:
+    """A store acting for the server, with the pathway rules installed."""
+    from app import pathway
+    from app.runtime import Runtime
+
+    runtime = Runtime(settings=_settings_or_exit(), engine=conn.engine, hooks=pathway.hooks())
+    return runtime.store(conn)
+
+
+@cli.command()
+def seed() -> None:
+    """Load Waymark's CodeSystems, ValueSets and pathway definitions (missing or changed)."""
+    from app.pathway.seed import load_definitions
+
+    async def load(conn: AsyncConnection) -> list[str]:
+        return await load_definitions(_pathway_store(conn))
+
+    written = _in_transaction(load)
+    typer.echo(f"Seed definitions: {len(written)} written" + _listed(written))
+
+
+@cli.command("seed-demo")
+def seed_demo() -> None:
+    """Load the definitions and a demo directory: two areas (mainland and island) with
+    services of every kind. Safe to run again."""
+    from app.pathway.seed import load_demo
+
+    settings = _settings_or_exit()
+
+    async def load(conn: AsyncConnection) -> list[str]:
+        return await load_demo(
+            _pathway_store(conn),
+            conn,
+            base_url=settings.base_url,
+            max_entries=settings.max_bundle_entries,
+        )
+
+    written = _in_transaction(load)
+    typer.echo(f"Demo data loaded ({len(written)} files or definitions written)" + _listed(written))
+
+
+@cli.command("rebuild-projections")
+def rebuild_projections() -> None:
+    """Rebuild the pathway projections (referrals, timelines) from the resources' history."""
+    from app.pathway.projections import rebuild
+
+    async def run(conn: AsyncConnection) -> int:
+        return await rebuild(_pathway_store(conn))
+
+    typer.echo(f"Rebuilt the projections of {_in_transaction(run)} referrals")
+
+
+def _listed(names: list[str]) -> str:
+    return "".join(f"\n  {name}" for name in names)
 
 
 def main() -> None:

@@ -14,7 +14,8 @@ from fastapi.responses import Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.api import auth, fhir_rest, fhir_system, health, metadata
+from app import pathway
+from app.api import auth, fhir_rest, fhir_system, health, metadata, operations
 from app.api.access import caller, record_failure, smart_security
 from app.api.requests import RequestContext
 from app.config import Settings, get_settings
@@ -118,7 +119,9 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         engine = make_engine(settings) if runtime is None else runtime.engine
-        app.state.runtime = runtime or Runtime(settings=settings, engine=engine)
+        app.state.runtime = runtime or Runtime(
+            settings=settings, engine=engine, hooks=pathway.hooks()
+        )
         warm_up()
         if settings.auth == "off":
             log.warning(
@@ -163,6 +166,8 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
     app.include_router(metadata.router)
     app.include_router(auth.router)
     authenticated = [Depends(caller)]
+    # Operations first: their literal segments must win over the generic FHIR routes.
+    app.include_router(operations.router, dependencies=authenticated)
     app.include_router(fhir_rest.router, dependencies=authenticated)
     app.include_router(fhir_system.router, dependencies=authenticated)
     return app

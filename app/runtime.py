@@ -20,13 +20,17 @@ class Runtime:
     settings: Settings
     engine: AsyncEngine
     hooks: WriteHooks = field(default_factory=WriteHooks)
+    #: The clinical clock: lastUpdated, timelines, waits. Tests move it by days or months.
     clock: Clock = system_clock
+    #: The clock tokens and assertions are checked against: real time, apart from tests of
+    #: expiry, so that moving the clinical clock does not expire every caller's token.
+    token_clock: Clock = system_clock
     #: Made from the settings; reads its signing key on first use, so making it is cheap.
     tokens: TokenService = field(init=False)
 
     def __post_init__(self) -> None:
-        # The tokens follow this runtime's clock, even when a test replaces the clock later.
-        self.tokens = TokenService.from_settings(self.settings, clock=lambda: self.clock())
+        # The tokens follow token_clock, even when a test replaces it later.
+        self.tokens = TokenService.from_settings(self.settings, clock=lambda: self.token_clock())
 
     def store(self, conn: AsyncConnection, access: Access = OPEN_ACCESS) -> FhirStore:
         """The store on ``conn``; ``access`` authorises and records a caller's interactions

@@ -11,6 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from app.config import get_settings
 from app.fhir.models import Base
+from app.pathway import models as _pathway_models  # noqa: F401  (registers its tables)
 from app.security import models as _security_models  # noqa: F401  (registers its tables)
 
 config = context.config

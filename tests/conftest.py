@@ -37,6 +37,7 @@ from app.db import make_engine, transaction
 from app.fhir.models import Base
 from app.main import create_app
 from app.migrate import upgrade
+from app.pathway import models as _pathway_models  # noqa: F401  (its tables are emptied too)
 from app.runtime import Runtime
 from app.security.clients import ClientRepository
 from tests.fhir_parse import assert_parses_as_r4
@@ -110,7 +111,7 @@ def settings(database_url: str, token_key_file: Path) -> Settings:
     )
 
 
-async def _empty_tables(engine: AsyncEngine) -> None:
+async def empty_tables(engine: AsyncEngine) -> None:
     tables = [table.name for table in Base.metadata.sorted_tables]
     async with engine.begin() as conn:
         if engine.dialect.name == "postgresql":
@@ -123,7 +124,7 @@ async def _empty_tables(engine: AsyncEngine) -> None:
 @pytest.fixture
 async def runtime(settings: Settings) -> AsyncIterator[Runtime]:
     engine = make_engine(settings)
-    await _empty_tables(engine)
+    await empty_tables(engine)
     yield Runtime(settings=settings, engine=engine)
     await engine.dispose()
 

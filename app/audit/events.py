@@ -107,6 +107,10 @@ class RequestAudit:
 
     # -- the Access port ----------------------------------------------------------------------
 
+    @property
+    def source(self) -> str | None:
+        return None if self.principal is None else client_uri(self.principal.client_id)
+
     def authorise(
         self, interaction: str, resource_type: str, resource_id: str | None = None
     ) -> None:
@@ -247,6 +251,11 @@ class RequestAudit:
         if description is not None:
             event["outcomeDesc"] = description
         return event
+
+
+def client_uri(client_id: str) -> str:
+    """A registered client as a URI (``meta.source`` of what it writes)."""
+    return f"{CLIENT_ID_SYSTEM}/{client_id}"
 
 
 def patients_of(resource_type: str, resource_id: str, content: bytes | None) -> set[str]:

@@ -16,6 +16,10 @@ Touched = tuple[str, str, bytes | None]
 
 
 class Access(Protocol):
+    @property
+    def source(self) -> str | None:
+        """Who writes, recorded as each version's ``meta.source`` (None: leave it as sent)."""
+
     def authorise(
         self, interaction: str, resource_type: str, resource_id: str | None = None
     ) -> None:
@@ -44,7 +48,11 @@ class Access(Protocol):
 
 
 class OpenAccess:
-    """Everything allowed, nothing recorded."""
+    """Everything allowed, nothing recorded: the server's own work, on its own or on behalf
+    of a caller (``source``) whose write it follows up."""
+
+    def __init__(self, source: str | None = None) -> None:
+        self.source = source
 
     def authorise(
         self, interaction: str, resource_type: str, resource_id: str | None = None

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -24,6 +24,8 @@ class WriteEvent:
     resource_id: str
     before: dict[str, Any] | None  # the current version, None on create
     after: dict[str, Any] | None  # the new version, None on delete
+    #: What a ``before`` hook found, for the ``after`` hooks of the same write.
+    context: dict[str, Any] = field(default_factory=dict)
 
 
 Hook = Callable[[WriteEvent], Awaitable[None]]

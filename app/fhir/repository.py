@@ -206,6 +206,40 @@ class ResourceRepository:
             StoredVersion(resource_type, r[0], r[1], as_utc(r[2]), r[3], r[4], r[5]) for r in rows
         ]
 
+    async def versions(self, resource_type: str, resource_id: str) -> Sequence[StoredVersion]:
+        """Every version of one resource, oldest first (for rebuilding projections)."""
+        stmt = (
+            select(
+                version_table.c.version_id,
+                version_table.c.last_updated,
+                version_table.c.deleted,
+                version_table.c.content,
+                version_table.c.method,
+            )
+            .where(
+                version_table.c.resource_type == resource_type, version_table.c.id == resource_id
+            )
+            .order_by(version_table.c.version_id)
+        )
+        rows = (await self.conn.execute(stmt)).all()
+        return [
+            StoredVersion(resource_type, resource_id, r[0], as_utc(r[1]), r[2], r[3], r[4])
+            for r in rows
+        ]
+
+    async def all_current(self, resource_type: str) -> Sequence[bytes]:
+        """The current content of every live resource of a type, in id order (for rebuilding
+        projections; a scan, never on a request's path)."""
+        stmt = (
+            select(resource_table.c.content)
+            .where(
+                resource_table.c.resource_type == resource_type,
+                resource_table.c.deleted.is_(False),
+            )
+            .order_by(resource_table.c.id)
+        )
+        return [row[0] for row in (await self.conn.execute(stmt)).all()]
+
     async def lock(self, key: str) -> None:
         """Serialise writers that race on ``key`` until the transaction ends.
 

@@ -7,6 +7,7 @@ maintains the search index and runs the write hooks, all on the caller's transac
 
 from __future__ import annotations
 
+import copy
 import re
 import uuid
 from dataclasses import dataclass
@@ -19,7 +20,7 @@ import orjson
 
 from app.clock import Clock
 from app.fhir import bundles
-from app.fhir.access import OPEN_ACCESS, Access, Touched
+from app.fhir.access import OPEN_ACCESS, Access, OpenAccess, Touched
 from app.fhir.errors import (
     BusinessRuleViolation,
     Gone,
@@ -76,7 +77,33 @@ class FhirStore:
         self.max_page_size = max_page_size
         self.access = access
 
+    def as_server(self) -> FhirStore:
+        """This store, on the same transaction, acting for the server itself: for domain
+        rules that write what follows from a caller's write (a referral's Task) whatever the
+        caller's scopes. Versions it writes still name the caller as their source."""
+        server = copy.copy(self)
+        server.access = OpenAccess(self.access.source)
+        return server
+
     # -- reads ---------------------------------------------------------------------------
+
+    async def current(self, resource_type: str, resource_id: str) -> dict[str, Any] | None:
+        """The current version as a document, None when missing or deleted (no access check:
+        for the server's own rules)."""
+        stored = await self.repo.current(resource_type, resource_id)
+        if stored is None or stored.content is None:
+            return None
+        document: dict[str, Any] = orjson.loads(stored.content)
+        return document
+
+    async def find(
+        self, resource_type: str, params: list[tuple[str, str]], *, count: int = 100
+    ) -> list[dict[str, Any]]:
+        """The documents a search matches, first ``count`` of them (no access check: for the
+        server's own rules)."""
+        request = parse_search(resource_type, params, default_count=count, max_count=count)
+        page = await run_search(self.repo.conn, request, self.base_url)
+        return [orjson.loads(content) for _, content in page.rows]
 
     async def read(self, resource_type: str, resource_id: str) -> StoredVersion:
         self.access.authorise("read", resource_type, resource_id)
@@ -339,6 +366,8 @@ class FhirStore:
         meta = dict(document.get("meta") or {})
         meta["versionId"] = str(version_id)
         meta["lastUpdated"] = instant(now)
+        if self.access.source is not None:
+            meta["source"] = self.access.source
         body = {k: v for k, v in document.items() if k not in ("resourceType", "id", "meta")}
         served = {"resourceType": resource_type, "id": resource_id, "meta": meta, **body}
         stored = StoredVersion(

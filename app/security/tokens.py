@@ -270,6 +270,12 @@ class TokenService:
         if not verified:
             raise InvalidToken("the access token's signature does not verify")
         claims = _token_claims(signed)
+        if claims.get("iss") != self.issuer:
+            # Most often a token made by `waymark token` with another WAYMARK_BASE_URL.
+            raise InvalidToken(
+                f"the access token was issued for {claims.get('iss')!r}, not for this server "
+                f"({self.issuer}); get one with the same WAYMARK_BASE_URL"
+            )
         registry = jwt.JWTClaimsRegistry(
             now=int(now),
             iss={"essential": True, "value": self.issuer},

@@ -61,7 +61,7 @@ def keys() -> dict[str, Key]:
 @pytest.fixture
 def clock(runtime: Runtime) -> FrozenClock:
     frozen = FrozenClock()
-    runtime.clock = frozen
+    runtime.token_clock = frozen
     return frozen
 
 
@@ -88,7 +88,7 @@ async def register(
             scopes=scopes.split(),
             jwks=None if jwks_url else public_jwks(*keys),
             jwks_url=jwks_url,
-            now=runtime.clock(),
+            now=runtime.token_clock(),
         )
 
 

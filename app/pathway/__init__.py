@@ -1,0 +1,17 @@
+"""The pathway's domain rules: directory, referrals, gates, phases and their projections.
+
+They join FHIR writes as write hooks (:func:`hooks`); app/fhir knows nothing about them.
+"""
+
+from __future__ import annotations
+
+from app.fhir.hooks import WriteHooks
+
+
+def hooks() -> WriteHooks:
+    """The write hooks of every pathway rule."""
+    from app.pathway import referrals
+
+    installed = WriteHooks()
+    referrals.install(installed)
+    return installed

@@ -1,0 +1,63 @@
+"""Projection tables of the pathway: domain state derived from the FHIR resources.
+
+They are written in the same transaction as the resources they derive from, and can be
+rebuilt from those resources' history at any time (``waymark rebuild-projections``). Audit
+queries read these, never the JSON.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    Boolean,
+    Column,
+    Date,
+    DateTime,
+    Index,
+    Integer,
+    PrimaryKeyConstraint,
+    Table,
+    Text,
+)
+
+from app.fhir.models import Base
+
+#: One row per referral (ServiceRequest + its Task): where it stands now.
+referral = Table(
+    "referral",
+    Base.metadata,
+    Column("service_request_id", Text, nullable=False),
+    Column("task_id", Text, nullable=False, unique=True),
+    Column("patient_id", Text, nullable=False),
+    Column("from_service_id", Text, nullable=False),
+    Column("to_service_id", Text, nullable=False),
+    Column("from_kind", Text, nullable=False),
+    Column("to_kind", Text, nullable=False),
+    Column("code", Text, nullable=True),  # the ServiceRequest's code: system|code
+    Column("liberation_date", Date, nullable=True),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("status", Text, nullable=False),  # Task.status
+    Column("business_status", Text, nullable=True),
+    Column("open", Boolean, nullable=False),
+    PrimaryKeyConstraint("service_request_id"),
+    Index(None, "patient_id", "to_service_id", "open"),
+    Index(None, "to_service_id", "status"),
+)
+
+#: Every change of a referral Task's status or business state, in order.
+referral_event = Table(
+    "referral_event",
+    Base.metadata,
+    Column("task_id", Text, nullable=False),
+    Column("version_id", Integer, nullable=False),  # the Task version that made the change
+    Column("service_request_id", Text, nullable=False),
+    Column("at", DateTime(timezone=True), nullable=False),
+    Column("from_status", Text, nullable=True),
+    Column("to_status", Text, nullable=False),
+    Column("business_status", Text, nullable=True),
+    Column("reason_code", Text, nullable=True),  # Task.statusReason: system|code
+    Column("reason_text", Text, nullable=True),
+    Column("pauses_clock", Boolean, nullable=False),
+    Column("who", Text, nullable=True),  # the client that wrote the version (meta.source)
+    PrimaryKeyConstraint("task_id", "version_id"),
+    Index(None, "service_request_id"),
+)

@@ -1,0 +1,305 @@
+"""Referrals: a ServiceRequest (category 3457005, performer a HealthcareService) and the Task
+that carries its workflow, created together, kept in step, and never dropped.
+
+Everything here runs as write hooks inside the write's transaction: the ServiceRequest, its
+Task, the projection rows and the audit trail commit together or not at all.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import date, datetime
+from typing import Any
+
+from app.fhir.errors import BusinessRuleViolation
+from app.fhir.hooks import WriteEvent, WriteHooks
+from app.fhir.store import FhirStore
+from app.pathway.codes import (
+    HOLD_REASON,
+    LIBERATION_DATE,
+    PATIENT_REFERRAL,
+    PAUSES_CLOCK,
+    REFERRAL_STATE,
+    REFERRAL_TASK,
+    REFERRING_SERVICE,
+    SNOMED,
+    codes,
+    coding,
+    reference_id,
+)
+from app.pathway.directory import Service, receiving_service, routes, sending_service
+from app.pathway.repository import ReferralRepository
+from app.pathway.workflow import OPEN, check_transition, timeline_event
+
+_SR_OPEN = frozenset({"draft", "active", "on-hold"})
+
+
+def install(hooks: WriteHooks) -> None:
+    hooks.before("ServiceRequest", _before_service_request)
+    hooks.after("ServiceRequest", _after_service_request)
+    hooks.before("Task", _before_task)
+    hooks.after("Task", _after_task)
+
+
+def is_referral(document: dict[str, Any]) -> bool:
+    performers = document.get("performer") or []
+    return PATIENT_REFERRAL in codes(document.get("category", []), SNOMED) and bool(
+        performers and reference_id(performers[0], "HealthcareService")
+    )
+
+
+def _repository(store: FhirStore) -> ReferralRepository:
+    return ReferralRepository(store.repo.conn)
+
+
+# -- the ServiceRequest ----------------------------------------------------------------------
+
+
+async def _before_service_request(event: WriteEvent) -> None:
+    existing = await _repository(event.store).by_service_request(event.resource_id)
+    if event.after is None:  # a deletion
+        if existing is not None:
+            raise BusinessRuleViolation(
+                "A referral is never deleted: revoke it (ServiceRequest.status = revoked) or "
+                "cancel its Task, with a reason"
+            )
+        return
+    if existing is not None:
+        _check_referral_change(event.before or {}, event.after, existing)
+        return
+    if event.before is None and is_referral(event.after):
+        await _accept_new_referral(event)
+
+
+async def _accept_new_referral(event: WriteEvent) -> None:
+    store, document = event.store, event.after
+    assert document is not None
+    patient_id = reference_id(document.get("subject"), "Patient")
+    if patient_id is None or await store.current("Patient", patient_id) is None:
+        raise BusinessRuleViolation(
+            "A referral's subject must be a Patient known here "
+            f"({(document.get('subject') or {}).get('reference', 'none given')} is not)",
+            expression=("ServiceRequest.subject",),
+        )
+    to_service = await receiving_service(store, document["performer"][0])
+    from_service = await sending_service(store, document.get("requester"))
+    allowed = await routes(store)
+    if not allowed.allows(from_service.kind, to_service.kind):
+        raise BusinessRuleViolation(
+            f"The pathway has no route from a '{from_service.kind}' service to a "
+            f"'{to_service.kind}' service ({from_service.name} to {to_service.name}); the "
+            "routes are the referral-routes PlanDefinition",
+            expression=("ServiceRequest.performer[0]",),
+        )
+    liberation = _liberation_date(document)
+    if (from_service.kind, to_service.kind) in allowed.needs_liberation_date and not liberation:
+        raise BusinessRuleViolation(
+            f"A referral from a '{from_service.kind}' service to a '{to_service.kind}' service "
+            f"(throughcare) needs the person's liberation date (extension {LIBERATION_DATE})",
+            expression=("ServiceRequest.extension",),
+        )
+    duplicate = await _repository(store).open_referral(
+        patient_id=patient_id, to_service_id=to_service.id
+    )
+    if duplicate is not None:
+        raise BusinessRuleViolation(
+            f"Patient/{patient_id} already has an open referral to {to_service.name}: "
+            f"ServiceRequest/{duplicate}; follow that one, or close it first",
+            expression=("ServiceRequest.performer[0]",),
+        )
+    task_id = str(uuid.uuid4())
+    extensions = [
+        e
+        for e in document.get("extension", [])
+        if e.get("url") not in (REFERRAL_TASK, REFERRING_SERVICE)
+    ]
+    extensions.append({"url": REFERRAL_TASK, "valueReference": {"reference": f"Task/{task_id}"}})
+    extensions.append(
+        {
+            "url": REFERRING_SERVICE,
+            "valueReference": {
+                "reference": f"HealthcareService/{from_service.id}",
+                "display": from_service.name,
+            },
+        }
+    )
+    document["extension"] = extensions
+    event.context.update(
+        task_id=task_id,
+        patient_id=patient_id,
+        from_service=from_service,
+        to_service=to_service,
+        liberation=liberation,
+    )
+
+
+def _check_referral_change(before: dict[str, Any], after: dict[str, Any], row: Any) -> None:
+    for element in ("subject", "performer", "requester", "category"):
+        if before.get(element) != after.get(element):
+            raise BusinessRuleViolation(
+                f"A referral's {element} cannot change; revoke it and refer again",
+                expression=(f"ServiceRequest.{element}",),
+            )
+    kept = {e.get("url"): e for e in before.get("extension", [])}
+    sent = {e.get("url"): e for e in after.get("extension", [])}
+    for url in (REFERRAL_TASK, REFERRING_SERVICE):
+        if kept.get(url) != sent.get(url):
+            raise BusinessRuleViolation(
+                f"The extension {url} is kept by the server and cannot change",
+                expression=("ServiceRequest.extension",),
+            )
+    if after.get("status") == "completed" and before.get("status") != "completed" and row.open:
+        raise BusinessRuleViolation(
+            f"Complete the referral's Task (Task/{row.task_id}); its ServiceRequest follows",
+            expression=("ServiceRequest.status",),
+        )
+
+
+async def _after_service_request(event: WriteEvent) -> None:
+    store = event.store
+    if "task_id" in event.context:
+        await _create_task(event)
+        return
+    if event.after is None or event.before is None:
+        return
+    row = await _repository(store).by_service_request(event.resource_id)
+    revoked = event.after.get("status") in ("revoked", "entered-in-error")
+    if row is not None and row.open and revoked and event.before.get("status") in _SR_OPEN:
+        task = await store.current("Task", row.task_id)
+        if task is not None and task.get("status") in OPEN:
+            task["status"] = "cancelled"
+            task["statusReason"] = {"text": "The referrer revoked the referral (ServiceRequest)"}
+            task["businessStatus"] = {"coding": [coding(REFERRAL_STATE, "withdrawn", "Withdrawn")]}
+            await store.as_server().update("Task", row.task_id, task)
+
+
+async def _create_task(event: WriteEvent) -> None:
+    store, document, context = event.store, event.after, event.context
+    assert document is not None
+    from_service: Service = context["from_service"]
+    to_service: Service = context["to_service"]
+    code = next(
+        (
+            f"{c.get('system', '')}|{c['code']}"
+            for c in (document.get("code") or {}).get("coding", [])
+            if isinstance(c, dict) and "code" in c
+        ),
+        None,
+    )
+    await _repository(store).add(
+        service_request_id=event.resource_id,
+        task_id=context["task_id"],
+        patient_id=context["patient_id"],
+        from_service_id=from_service.id,
+        to_service_id=to_service.id,
+        from_kind=from_service.kind,
+        to_kind=to_service.kind,
+        code=code,
+        liberation_date=context["liberation"],
+        created_at=_instant(document),
+    )
+    task: dict[str, Any] = {
+        "resourceType": "Task",
+        "status": "requested",
+        "businessStatus": {
+            "coding": [coding(REFERRAL_STATE, "awaiting-triage", "Awaiting triage")]
+        },
+        "intent": "order",
+        "focus": {"reference": f"ServiceRequest/{event.resource_id}"},
+        "for": {"reference": f"Patient/{context['patient_id']}"},
+        "authoredOn": document["meta"]["lastUpdated"],
+        "owner": {"reference": f"HealthcareService/{to_service.id}", "display": to_service.name},
+    }
+    if document.get("requester"):
+        task["requester"] = document["requester"]
+    if document.get("code"):
+        task["code"] = document["code"]
+    await store.as_server().create(task, resource_type="Task", resource_id=context["task_id"])
+
+
+# -- the Task --------------------------------------------------------------------------------
+
+
+async def _before_task(event: WriteEvent) -> None:
+    if event.before is None:  # made by the referral's own rule, in this transaction
+        return
+    row = await _repository(event.store).by_task(event.resource_id)
+    if row is None:
+        return
+    if event.after is None:
+        raise BusinessRuleViolation(
+            "A referral's Task is never deleted: cancel it (status cancelled) with a reason"
+        )
+    before = event.before
+    for element in ("focus", "for", "owner"):
+        if before.get(element) != event.after.get(element):
+            raise BusinessRuleViolation(
+                f"A referral Task's {element} cannot change",
+                expression=(f"Task.{element}",),
+            )
+    check_transition(before, event.after)
+
+
+async def _after_task(event: WriteEvent) -> None:
+    if event.after is None:
+        return
+    store = event.store
+    repository = _repository(store)
+    row = await repository.by_task(event.resource_id)
+    if row is None:
+        return
+    values = timeline_event(
+        event.before,
+        event.after,
+        service_request_id=row.service_request_id,
+        clock_pausing_reasons=await clock_pausing_reasons(store),
+    )
+    if values is None:
+        return
+    await repository.add_event(**values)
+    status = str(event.after["status"])
+    await repository.set_state(
+        event.resource_id,
+        status=status,
+        business_status=values["business_status"],
+        is_open=status in OPEN,
+    )
+    await _follow_task(store, row.service_request_id, status)
+
+
+async def _follow_task(store: FhirStore, service_request_id: str, task_status: str) -> None:
+    """Keep the ServiceRequest in step: a cancelled Task revokes it, a completed one
+    completes it."""
+    wanted = {"cancelled": "revoked", "completed": "completed"}.get(task_status)
+    if wanted is None:
+        return
+    request = await store.current("ServiceRequest", service_request_id)
+    if request is not None and request.get("status") in _SR_OPEN:
+        request["status"] = wanted
+        await store.as_server().update("ServiceRequest", service_request_id, request)
+
+
+async def clock_pausing_reasons(store: FhirStore) -> frozenset[str]:
+    """Hold reasons the person owns (the hold-reason CodeSystem's pauses-clock property)."""
+    systems = await store.find("CodeSystem", [("url", HOLD_REASON)], count=1)
+    return frozenset(
+        str(concept["code"])
+        for system in systems
+        for concept in system.get("concept", [])
+        for prop in concept.get("property", [])
+        if prop.get("code") == PAUSES_CLOCK and prop.get("valueBoolean") is True
+    )
+
+
+def _liberation_date(document: dict[str, Any]) -> date | None:
+    for extension in document.get("extension", []):
+        if extension.get("url") == LIBERATION_DATE and isinstance(extension.get("valueDate"), str):
+            try:
+                return date.fromisoformat(extension["valueDate"])
+            except ValueError:
+                return None
+    return None
+
+
+def _instant(document: dict[str, Any]) -> datetime:
+    return datetime.fromisoformat(str(document["meta"]["lastUpdated"]).replace("Z", "+00:00"))

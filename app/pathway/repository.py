@@ -1,0 +1,120 @@
+"""All SQL on the pathway projections (the caller's transaction; nothing here commits)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import date, datetime
+from typing import Any
+
+from sqlalchemy import Row, delete, insert, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from app.fhir.repository import as_utc
+from app.pathway.models import referral, referral_event
+
+
+@dataclass(frozen=True, slots=True)
+class TimelineEvent:
+    task_id: str
+    version_id: int
+    service_request_id: str
+    at: datetime
+    from_status: str | None
+    to_status: str
+    business_status: str | None
+    reason_code: str | None
+    reason_text: str | None
+    pauses_clock: bool
+    who: str | None
+
+
+class ReferralRepository:
+    def __init__(self, conn: AsyncConnection) -> None:
+        self.conn = conn
+
+    async def add(
+        self,
+        *,
+        service_request_id: str,
+        task_id: str,
+        patient_id: str,
+        from_service_id: str,
+        to_service_id: str,
+        from_kind: str,
+        to_kind: str,
+        code: str | None,
+        liberation_date: date | None,
+        created_at: datetime,
+    ) -> None:
+        await self.conn.execute(
+            insert(referral).values(
+                service_request_id=service_request_id,
+                task_id=task_id,
+                patient_id=patient_id,
+                from_service_id=from_service_id,
+                to_service_id=to_service_id,
+                from_kind=from_kind,
+                to_kind=to_kind,
+                code=code,
+                liberation_date=liberation_date,
+                created_at=created_at,
+                status="requested",
+                business_status=None,
+                open=True,
+            )
+        )
+
+    async def by_task(self, task_id: str) -> Row[Any] | None:
+        return (
+            await self.conn.execute(select(referral).where(referral.c.task_id == task_id))
+        ).first()
+
+    async def by_service_request(self, service_request_id: str) -> Row[Any] | None:
+        query = select(referral).where(referral.c.service_request_id == service_request_id)
+        return (await self.conn.execute(query)).first()
+
+    async def open_referral(self, *, patient_id: str, to_service_id: str) -> str | None:
+        """The ServiceRequest id of the patient's open referral to that service, if any."""
+        query = select(referral.c.service_request_id).where(
+            referral.c.patient_id == patient_id,
+            referral.c.to_service_id == to_service_id,
+            referral.c.open.is_(True),
+        )
+        return (await self.conn.execute(query.limit(1))).scalar_one_or_none()
+
+    async def set_state(
+        self, task_id: str, *, status: str, business_status: str | None, is_open: bool
+    ) -> None:
+        await self.conn.execute(
+            update(referral)
+            .where(referral.c.task_id == task_id)
+            .values(status=status, business_status=business_status, open=is_open)
+        )
+
+    async def add_event(self, **values: Any) -> None:
+        await self.conn.execute(insert(referral_event).values(**values))
+
+    async def events(self, task_id: str) -> list[TimelineEvent]:
+        query = (
+            select(referral_event)
+            .where(referral_event.c.task_id == task_id)
+            .order_by(referral_event.c.version_id)
+        )
+        rows = (await self.conn.execute(query)).mappings().all()
+        return [TimelineEvent(**{**row, "at": as_utc(row["at"])}) for row in rows]
+
+    async def all_referrals(self) -> Sequence[Row[Any]]:
+        return (
+            await self.conn.execute(select(referral).order_by(referral.c.service_request_id))
+        ).all()
+
+    async def all_events(self) -> Sequence[Row[Any]]:
+        query = select(referral_event).order_by(
+            referral_event.c.task_id, referral_event.c.version_id
+        )
+        return (await self.conn.execute(query)).all()
+
+    async def clear(self) -> None:
+        await self.conn.execute(delete(referral_event))
+        await self.conn.execute(delete(referral))

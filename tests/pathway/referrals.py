@@ -1,0 +1,83 @@
+"""Builders for referral tests: the demo services, requesters and referrals."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+
+from tests.api.helpers import FHIR_JSON, patient
+
+SERVICE_ID = "https://fhir.waymark.org.uk/Id/service"
+SNOMED = "http://snomed.info/sct"
+REFERRAL_STATE = "https://fhir.waymark.org.uk/CodeSystem/referral-state"
+HOLD_REASON = "https://fhir.waymark.org.uk/CodeSystem/hold-reason"
+LIBERATION_DATE = "https://fhir.waymark.org.uk/StructureDefinition/liberation-date"
+REFERRAL_TASK = "https://fhir.waymark.org.uk/StructureDefinition/referral-task"
+CODES = {
+    "drug-alcohol": "417096006",
+    "psychology": "309625004",
+    "cmht": "390866009",
+    "gp": "183561008",
+    "pharmacy": "306179008",
+    "prison": "417096006",
+}
+
+
+async def service(http: httpx.AsyncClient, key: str) -> str:
+    """The id of a demo service, e.g. ``solway-dat``."""
+    found = await http.get("/HealthcareService", params={"identifier": f"{SERVICE_ID}|{key}"})
+    entries = found.json()["entry"]
+    assert len(entries) == 1, key
+    return str(entries[0]["resource"]["id"])
+
+
+async def role_in(http: httpx.AsyncClient, service_id: str) -> str:
+    """A PractitionerRole working in a service: how UK Core names a referral's sender."""
+    role = {
+        "resourceType": "PractitionerRole",
+        "active": True,
+        "healthcareService": [{"reference": f"HealthcareService/{service_id}"}],
+    }
+    response = await http.post("/PractitionerRole", json=role, headers=FHIR_JSON)
+    assert response.status_code == 201, response.text
+    return f"PractitionerRole/{response.json()['id']}"
+
+
+async def new_patient(http: httpx.AsyncClient, nhs: str = "9434765919") -> str:
+    response = await http.post("/Patient", json=patient(nhs), headers=FHIR_JSON)
+    assert response.status_code == 201, response.text
+    return str(response.json()["id"])
+
+
+def referral(
+    patient_id: str, requester: str, to_service_id: str, to_kind: str, **changes: Any
+) -> dict[str, Any]:
+    resource: dict[str, Any] = {
+        "resourceType": "ServiceRequest",
+        "status": "active",
+        "intent": "order",
+        "category": [{"coding": [{"system": SNOMED, "code": "3457005"}]}],
+        "code": {"coding": [{"system": SNOMED, "code": CODES[to_kind]}]},
+        "subject": {"reference": f"Patient/{patient_id}"},
+        "requester": {"reference": requester},
+        "performer": [{"reference": f"HealthcareService/{to_service_id}"}],
+    }
+    resource.update(changes)
+    return resource
+
+
+def task_of(service_request: dict[str, Any]) -> str:
+    link = next(e for e in service_request["extension"] if e["url"] == REFERRAL_TASK)
+    return str(link["valueReference"]["reference"].split("/")[1])
+
+
+def reason(code: str | None = None, text: str = "") -> dict[str, Any]:
+    found: dict[str, Any] = {"text": text or code or "reason"}
+    if code:
+        found["coding"] = [{"system": HOLD_REASON, "code": code}]
+    return found
+
+
+def business(code: str) -> dict[str, Any]:
+    return {"coding": [{"system": REFERRAL_STATE, "code": code}]}
