@@ -386,6 +386,36 @@ def rebuild_projections() -> None:
     typer.echo(f"Rebuilt the projections of {_in_transaction(run)} referrals")
 
 
+gates_cli = typer.Typer(no_args_is_help=True, help="Gates acting on referrals")
+cli.add_typer(gates_cli, name="gates")
+
+
+@gates_cli.command("reevaluate")
+def gates_reevaluate(
+    batch: Annotated[int, typer.Option(help="Referrals per transaction")] = 200,
+) -> None:
+    """Release held referrals whose gates are now met (time passed, or evidence arrived).
+
+    Idempotent, and safe to run from a scheduler on several replicas at once: each referral is
+    locked while it is looked at, and one another run holds is skipped (PostgreSQL).
+    """
+    from app.pathway.gate_rules import reevaluate_held
+
+    released = looked = 0
+    after = ""
+    while True:
+
+        async def step(conn: AsyncConnection, after: str = after) -> tuple[int, int, str | None]:
+            return await reevaluate_held(_pathway_store(conn), after=after, limit=batch)
+
+        seen, freed, last = _in_transaction(step)
+        looked, released = looked + seen, released + freed
+        if last is None:
+            break
+        after = last
+    typer.echo(f"Looked at {looked} held referrals; released {released}")
+
+
 def _listed(names: list[str]) -> str:
     return "".join(f"\n  {name}" for name in names)
 

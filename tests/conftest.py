@@ -149,11 +149,15 @@ def test_client_id() -> str:
 
 @pytest.fixture
 async def registered_client(runtime: Runtime, client_key: ECKey, test_client_id: str) -> str:
-    """A client registered by an administrator, allowed every scope."""
+    """A client registered by an administrator, allowed every scope (its tokens carry only
+    what each test asks for)."""
     jwks = orjson.dumps({"keys": [client_key.as_dict(private=False)]}).decode()
     async with transaction(runtime.engine, write=True) as conn:
         await ClientRepository(conn).add(
-            client_id=test_client_id, scopes=["system/*.cruds"], jwks=jwks, now=runtime.clock()
+            client_id=test_client_id,
+            scopes=["system/*.cruds", "waymark/gate.override"],
+            jwks=jwks,
+            now=runtime.clock(),
         )
     return test_client_id
 

@@ -14,6 +14,7 @@ from fastapi.responses import JSONResponse
 
 from app.api.edge import runtime as _runtime
 from app.db import transaction
+from app.security.scopes import GATE_OVERRIDE_SCOPE
 from app.security.tokens import ASSERTION_ALGORITHMS, TokenRequestError
 
 router = APIRouter(tags=["Authorisation"])
@@ -31,6 +32,8 @@ SCOPES_SUPPORTED = [
     "system/*.read",
     "system/*.write",
     "system/*.*",
+    # Releasing a referral held by a gate ($override-gate), with system/Task.u.
+    GATE_OVERRIDE_SCOPE,
 ]
 
 _TOKEN_RESPONSES: dict[int | str, Any] = {

@@ -77,7 +77,10 @@ def _resource_response(
     status: int = 200,
     location: bool = False,
     message: str = "",
+    warnings: list[Issue] | None = None,
 ) -> Response:
+    """The response to a read or write, shaped by ``Prefer: return=...``; ``warnings`` (an
+    advisory gate not met) come back as issues of the OperationOutcome when it is asked for."""
     headers = {"ETag": etag(stored.version_id), "Last-Modified": http_date(stored.last_updated)}
     if location:
         base = _runtime(request).settings.base_url
@@ -89,7 +92,8 @@ def _resource_response(
         return Response(status_code=status, headers=headers)
     if prefer.return_ == "OperationOutcome":
         text = message or f"{stored.resource_type}/{stored.id} version {stored.version_id}"
-        body = operation_outcome_bytes([Issue("informational", text, severity="information")])
+        notes = [Issue("informational", text, severity="information"), *(warnings or [])]
+        body = operation_outcome_bytes(notes)
         return Response(body, status_code=status, headers=headers, media_type=media)
     return Response(stored.content, status_code=status, headers=headers, media_type=media)
 
@@ -247,6 +251,7 @@ async def create(request: Request, resource_type: ResourceType) -> Response:
         status=201 if result.created else 200,
         location=True,
         message="Created" if result.created else "An existing resource matched If-None-Exist",
+        warnings=store.warnings,
     )
 
 
@@ -272,6 +277,7 @@ async def update(
         media,
         status=201 if result.created else 200,
         location=result.created,
+        warnings=store.warnings,
     )
 
 

@@ -45,3 +45,80 @@ async def referral_timeline(
     async with audited_store(request, write=False) as store:
         body = await timeline(store, resource_id, now=runtime.clock())
     return Response(orjson.dumps(body), media_type=media)
+
+
+@router.post(
+    "/ServiceRequest/{resource_id}/$evaluate-gates",
+    name="evaluate-gates",
+    summary="Evaluate the gates acting on a referral, changing nothing",
+    description=(
+        "Answers a Parameters resource with one `gate` part per gate acting on the referral's "
+        "receiving service: `gate` (the PlanDefinition), `code`, `title`, `kind`, `mode` (as it "
+        "is now), `outcome` (met, not-met, unknown), `evidence` (references used), `metOn` "
+        "(the date it would be met if nothing changes), `needed` (the evidence missing), "
+        "`detail`. Needs read access to ServiceRequest. Defined by "
+        "OperationDefinition/evaluate-gates."
+    ),
+    responses=edge.responses({200: "The evaluation, as Parameters"}, _PARAMETERS),
+)
+async def evaluate_gates(
+    request: Request,
+    resource_id: Annotated[str, Path(description="The referral's ServiceRequest id")],
+) -> Response:
+    from app.pathway.gate_operations import evaluate_referral_gates
+
+    media = edge.media(request)
+    async with audited_store(request, write=False) as store:
+        body = await evaluate_referral_gates(store, resource_id)
+    return Response(orjson.dumps(body), media_type=media)
+
+
+@router.get(
+    "/HealthcareService/{resource_id}/$gates",
+    name="service-gates",
+    summary="The gates acting on a service, so a referrer can see them before referring",
+    description=(
+        "Answers a Bundle (collection) of the active gate PlanDefinitions guarding the service, "
+        "directly or by its service kind. Needs read access to HealthcareService and "
+        "PlanDefinition. Defined by OperationDefinition/service-gates."
+    ),
+    responses=edge.responses({200: "A Bundle of PlanDefinitions"}, _PARAMETERS),
+)
+async def service_gates(
+    request: Request,
+    resource_id: Annotated[str, Path(description="The HealthcareService id")],
+) -> Response:
+    from app.pathway.gate_operations import gates_of_service
+
+    media = edge.media(request)
+    runtime = edge.runtime(request)
+    async with audited_store(request, write=False) as store:
+        body = await gates_of_service(store, resource_id, base_url=runtime.settings.base_url)
+    return Response(orjson.dumps(body), media_type=media)
+
+
+@router.post(
+    "/Task/{resource_id}/$override-gate",
+    name="override-gate",
+    summary="Release a referral held by a gate, recording who, when and why",
+    description=(
+        "Body: a Parameters resource with `gate` (valueCode: the gate's code, as in the "
+        "DetectedIssue's code) and `reason` (valueString). Needs the scope "
+        "`waymark/gate.override` and system/Task.u. The DetectedIssue gets a mitigation naming "
+        "the client, time and reason; when no other gate holds the referral its Task goes back "
+        "to requested. Defined by OperationDefinition/override-gate."
+    ),
+    responses=edge.responses({200: "What was released, as Parameters"}, _PARAMETERS, 422),
+    openapi_extra=edge.request_body(_PARAMETERS),
+)
+async def override_gate(
+    request: Request,
+    resource_id: Annotated[str, Path(description="The held referral's Task id")],
+) -> Response:
+    from app.pathway.gate_operations import override_gate as override
+
+    media = edge.media(request)
+    document = await edge.json_body(request)
+    async with audited_store(request, write=True) as store:
+        body = await override(store, resource_id, document, principal=request.state.audit.principal)
+    return Response(orjson.dumps(body), media_type=media)

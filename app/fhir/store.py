@@ -26,6 +26,7 @@ from app.fhir.errors import (
     Gone,
     InvalidRequest,
     InvalidResource,
+    Issue,
     MultipleMatches,
     NotFound,
     PreconditionFailed,
@@ -76,6 +77,9 @@ class FhirStore:
         self.default_page_size = default_page_size
         self.max_page_size = max_page_size
         self.access = access
+        #: Warnings the write raised without refusing it (an advisory gate not met): the
+        #: response carries them as OperationOutcome issues.
+        self.warnings: list[Issue] = []
 
     def as_server(self) -> FhirStore:
         """This store, on the same transaction, acting for the server itself: for domain

@@ -317,11 +317,14 @@ class _Processor:
             **_version_elements(stored),
         }
         answer = _Answer(status, full_url=f"{self.base_url}/{path}", response=response)
+        warnings, self.store.warnings[:] = list(self.store.warnings), []
         if self.return_preference == "representation":
             answer.resource = stored.content
         elif self.return_preference == "OperationOutcome":
             note = Issue("informational", f"{path} version {stored.version_id}", "information")
-            answer.response["outcome"] = operation_outcome([note])
+            warnings.insert(0, note)
+        if warnings:  # what a write raised without refusing it (an advisory gate not met)
+            answer.response["outcome"] = operation_outcome(warnings)
         return answer
 
     # -- references -------------------------------------------------------------------------

@@ -61,3 +61,26 @@ referral_event = Table(
     PrimaryKeyConstraint("task_id", "version_id"),
     Index(None, "service_request_id"),
 )
+
+#: Every gate evaluated on a referral, and what became of it: held, released (by evidence,
+#: by a change of the gate's mode, or by an override), or only advised or recorded.
+gate_decision = Table(
+    "gate_decision",
+    Base.metadata,
+    Column("service_request_id", Text, nullable=False),
+    Column("gate_id", Text, nullable=False),  # the gate's PlanDefinition id
+    Column("task_id", Text, nullable=False),
+    Column("patient_id", Text, nullable=False),
+    Column("gate_code", Text, nullable=False),
+    Column("gate_kind", Text, nullable=False),
+    Column("mode", Text, nullable=False),  # as it was when evaluated
+    Column("outcome", Text, nullable=False),  # met | not-met | unknown, at evaluation
+    Column("evaluated_at", DateTime(timezone=True), nullable=False),
+    Column("held", Boolean, nullable=False),
+    Column("released_at", DateTime(timezone=True), nullable=True),
+    Column("released_by", Text, nullable=True),  # evidence | mode | override
+    Column("detected_issue_id", Text, nullable=True),
+    PrimaryKeyConstraint("service_request_id", "gate_id"),
+    Index(None, "patient_id", "held", "released_at"),
+    Index(None, "held", "released_at"),
+)

@@ -11,10 +11,18 @@ from typing import Any
 import orjson
 
 from app.fhir.store import FhirStore
-from app.pathway.codes import LIBERATION_DATE, REFERRAL_TASK, REFERRING_SERVICE, reference_id
+from app.pathway.codes import (
+    LIBERATION_DATE,
+    REFERRAL_TASK,
+    REFERRING_SERVICE,
+    codes,
+    reference_id,
+)
 from app.pathway.directory import service_from
+from app.pathway.gate_rules import GATE_EVALUATION, RELEASED_BY
+from app.pathway.gates import GATE_ID
 from app.pathway.referrals import clock_pausing_reasons, is_referral
-from app.pathway.repository import ReferralRepository
+from app.pathway.repository import GateRepository, ReferralRepository
 from app.pathway.workflow import OPEN, timeline_event
 
 
@@ -22,6 +30,8 @@ async def rebuild(store: FhirStore) -> int:
     """Replace the referral projections with what the stored resources say; the number of
     referrals found."""
     repository = ReferralRepository(store.repo.conn)
+    gate_repository = GateRepository(store.repo.conn)
+    await gate_repository.clear()
     await repository.clear()
     pausing = await clock_pausing_reasons(store)
     found = 0
@@ -75,6 +85,9 @@ async def rebuild(store: FhirStore) -> int:
         await repository.set_state(
             task_id, status=status, business_status=business, is_open=status in OPEN
         )
+        await _rebuild_gate_decisions(
+            store, gate_repository, request, task_id, patient_id, _at(first_request)
+        )
         found += 1
     return found
 
@@ -121,3 +134,52 @@ def _at(document: dict[str, Any]) -> Any:
     from datetime import datetime
 
     return datetime.fromisoformat(str(document["meta"]["lastUpdated"]).replace("Z", "+00:00"))
+
+
+async def _rebuild_gate_decisions(
+    store: FhirStore,
+    repository: GateRepository,
+    request: dict[str, Any],
+    task_id: str,
+    patient_id: str,
+    evaluated_at: Any,
+) -> None:
+    """The gate decisions of one referral: its evaluations (kept on the ServiceRequest) and
+    what its DetectedIssues' mitigations say of releases and overrides."""
+    issues = {
+        code: issue
+        for issue in await store.find(
+            "DetectedIssue", [("implicated", f"ServiceRequest/{request['id']}")], count=100
+        )
+        for code in codes(issue.get("code", {}), GATE_ID)
+    }
+    for extension in request.get("extension", []):
+        if extension.get("url") != GATE_EVALUATION:
+            continue
+        parts = {
+            p["url"]: next(v for k, v in p.items() if k.startswith("value"))
+            for p in extension.get("extension", [])
+        }
+        gate_id = reference_id(parts["gate"], "PlanDefinition")
+        issue = issues.get(parts["code"])
+        released_at = released_by = None
+        for mitigation in (issue or {}).get("mitigation", []):
+            for note in mitigation.get("extension", []):
+                if note.get("url") == RELEASED_BY:
+                    released_by = note.get("valueCode")
+                    released_at = _at({"meta": {"lastUpdated": mitigation["date"]}})
+        await repository.add(
+            service_request_id=request["id"],
+            gate_id=gate_id,
+            task_id=task_id,
+            patient_id=patient_id,
+            gate_code=parts["code"],
+            gate_kind=parts["kind"],
+            mode=parts["mode"],
+            outcome=parts["outcome"],
+            evaluated_at=evaluated_at,
+            held=parts["mode"] == "enforced" and parts["outcome"] != "met",
+            released_at=released_at,
+            released_by=released_by,
+            detected_issue_id=issue["id"] if issue else None,
+        )

@@ -28,10 +28,22 @@ from app.pathway.codes import (
     reference_id,
 )
 from app.pathway.directory import Service, receiving_service, routes, sending_service
-from app.pathway.repository import ReferralRepository
+from app.pathway.gate_rules import (
+    GATE_EVALUATION,
+    check_gate_definition,
+    evaluate_gates,
+    evaluation_extensions,
+    hold_reason,
+    holds,
+    record_decisions,
+    reevaluate_referral,
+)
+from app.pathway.repository import GateRepository, ReferralRepository
 from app.pathway.workflow import OPEN, check_transition, timeline_event
 
 _SR_OPEN = frozenset({"draft", "active", "on-hold"})
+#: Extensions of a referral's ServiceRequest that only the server writes.
+_KEPT_BY_SERVER = (REFERRAL_TASK, REFERRING_SERVICE, GATE_EVALUATION)
 
 
 def install(hooks: WriteHooks) -> None:
@@ -39,6 +51,26 @@ def install(hooks: WriteHooks) -> None:
     hooks.after("ServiceRequest", _after_service_request)
     hooks.before("Task", _before_task)
     hooks.after("Task", _after_task)
+    hooks.before("PlanDefinition", _before_plan)
+    for evidence in ("Observation", "MedicationStatement", "MedicationRequest"):
+        hooks.after(evidence, _evidence_written)
+
+
+async def _before_plan(event: WriteEvent) -> None:
+    if event.after is not None:
+        await check_gate_definition(event.store, event.after)
+
+
+async def _evidence_written(event: WriteEvent) -> None:
+    """New evidence about a person: re-evaluate the gates holding their referrals."""
+    document = event.after or event.before or {}
+    patient_id = reference_id(document.get("subject"), "Patient")
+    if patient_id is None:
+        return
+    for service_request_id in await GateRepository(event.store.repo.conn).held_referrals_of(
+        patient_id
+    ):
+        await reevaluate_referral(event.store, service_request_id)
 
 
 def is_referral(document: dict[str, Any]) -> bool:
@@ -107,12 +139,14 @@ async def _accept_new_referral(event: WriteEvent) -> None:
             f"ServiceRequest/{duplicate}; follow that one, or close it first",
             expression=("ServiceRequest.performer[0]",),
         )
+    service = await store.current("HealthcareService", to_service.id)
+    assert service is not None
+    outcomes = await evaluate_gates(
+        store, patient_id=patient_id, service=service, today=store.clock().date()
+    )
     task_id = str(uuid.uuid4())
-    extensions = [
-        e
-        for e in document.get("extension", [])
-        if e.get("url") not in (REFERRAL_TASK, REFERRING_SERVICE)
-    ]
+    extensions = [e for e in document.get("extension", []) if e.get("url") not in _KEPT_BY_SERVER]
+    extensions += evaluation_extensions(outcomes)
     extensions.append({"url": REFERRAL_TASK, "valueReference": {"reference": f"Task/{task_id}"}})
     extensions.append(
         {
@@ -130,6 +164,7 @@ async def _accept_new_referral(event: WriteEvent) -> None:
         from_service=from_service,
         to_service=to_service,
         liberation=liberation,
+        gates=outcomes,
     )
 
 
@@ -140,10 +175,10 @@ def _check_referral_change(before: dict[str, Any], after: dict[str, Any], row: A
                 f"A referral's {element} cannot change; revoke it and refer again",
                 expression=(f"ServiceRequest.{element}",),
             )
-    kept = {e.get("url"): e for e in before.get("extension", [])}
-    sent = {e.get("url"): e for e in after.get("extension", [])}
-    for url in (REFERRAL_TASK, REFERRING_SERVICE):
-        if kept.get(url) != sent.get(url):
+    for url in _KEPT_BY_SERVER:
+        kept = [e for e in before.get("extension", []) if e.get("url") == url]
+        sent = [e for e in after.get("extension", []) if e.get("url") == url]
+        if kept != sent:
             raise BusinessRuleViolation(
                 f"The extension {url} is kept by the server and cannot change",
                 expression=("ServiceRequest.extension",),
@@ -198,11 +233,16 @@ async def _create_task(event: WriteEvent) -> None:
         liberation_date=context["liberation"],
         created_at=_instant(document),
     )
+    held = holds(context["gates"])
     task: dict[str, Any] = {
         "resourceType": "Task",
-        "status": "requested",
+        "status": "on-hold" if held else "requested",
         "businessStatus": {
-            "coding": [coding(REFERRAL_STATE, "awaiting-triage", "Awaiting triage")]
+            "coding": [
+                coding(REFERRAL_STATE, "held-by-gate", "Held by a gate")
+                if held
+                else coding(REFERRAL_STATE, "awaiting-triage", "Awaiting triage")
+            ]
         },
         "intent": "order",
         "focus": {"reference": f"ServiceRequest/{event.resource_id}"},
@@ -214,7 +254,17 @@ async def _create_task(event: WriteEvent) -> None:
         task["requester"] = document["requester"]
     if document.get("code"):
         task["code"] = document["code"]
+    if held:
+        task["statusReason"] = hold_reason(held)
     await store.as_server().create(task, resource_type="Task", resource_id=context["task_id"])
+    await record_decisions(
+        store,
+        outcomes=context["gates"],
+        service_request_id=event.resource_id,
+        task_id=context["task_id"],
+        patient_id=context["patient_id"],
+        at=_instant(document),
+    )
 
 
 # -- the Task --------------------------------------------------------------------------------

@@ -11,7 +11,7 @@ from sqlalchemy import Row, delete, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from app.fhir.repository import as_utc
-from app.pathway.models import referral, referral_event
+from app.pathway.models import gate_decision, referral, referral_event
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,3 +118,85 @@ class ReferralRepository:
     async def clear(self) -> None:
         await self.conn.execute(delete(referral_event))
         await self.conn.execute(delete(referral))
+
+
+class GateRepository:
+    """All SQL on gate decisions."""
+
+    def __init__(self, conn: AsyncConnection) -> None:
+        self.conn = conn
+
+    async def add(self, **values: Any) -> None:
+        await self.conn.execute(insert(gate_decision).values(**values))
+
+    async def held_referrals_of(self, patient_id: str) -> list[str]:
+        """The patient's referrals still held by a gate."""
+        query = (
+            select(gate_decision.c.service_request_id)
+            .where(
+                gate_decision.c.patient_id == patient_id,
+                gate_decision.c.held.is_(True),
+                gate_decision.c.released_at.is_(None),
+            )
+            .distinct()
+        )
+        return list((await self.conn.execute(query)).scalars())
+
+    async def held_referrals(self, *, after: str, limit: int) -> list[str]:
+        """A batch of held referrals, in id order after ``after`` (for re-evaluation)."""
+        query = (
+            select(gate_decision.c.service_request_id)
+            .where(
+                gate_decision.c.held.is_(True),
+                gate_decision.c.released_at.is_(None),
+                gate_decision.c.service_request_id > after,
+            )
+            .distinct()
+            .order_by(gate_decision.c.service_request_id)
+            .limit(limit)
+        )
+        return list((await self.conn.execute(query)).scalars())
+
+    async def held(
+        self, service_request_id: str, *, skip_locked: bool = False
+    ) -> Sequence[Row[Any]]:
+        """The referral's unreleased holds, locked until the transaction ends (PostgreSQL),
+        so that two re-evaluations release a referral once; ``skip_locked`` passes over a
+        referral another worker holds."""
+        query = select(gate_decision).where(
+            gate_decision.c.service_request_id == service_request_id,
+            gate_decision.c.held.is_(True),
+            gate_decision.c.released_at.is_(None),
+        )
+        if self.conn.dialect.name == "postgresql":
+            query = query.with_for_update(skip_locked=skip_locked)
+        return (await self.conn.execute(query)).all()
+
+    async def of_referral(self, service_request_id: str) -> Sequence[Row[Any]]:
+        query = (
+            select(gate_decision)
+            .where(gate_decision.c.service_request_id == service_request_id)
+            .order_by(gate_decision.c.gate_id)
+        )
+        return (await self.conn.execute(query)).all()
+
+    async def release(
+        self, service_request_id: str, gate_id: str, *, at: datetime, by: str
+    ) -> None:
+        await self.conn.execute(
+            update(gate_decision)
+            .where(
+                gate_decision.c.service_request_id == service_request_id,
+                gate_decision.c.gate_id == gate_id,
+            )
+            .values(released_at=at, released_by=by)
+        )
+
+    async def all(self) -> Sequence[Row[Any]]:
+        query = select(gate_decision).order_by(
+            gate_decision.c.service_request_id, gate_decision.c.gate_id
+        )
+        return (await self.conn.execute(query)).all()
+
+    async def clear(self) -> None:
+        await self.conn.execute(delete(gate_decision))

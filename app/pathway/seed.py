@@ -29,10 +29,10 @@ def seed_dir() -> Path:
     raise FileNotFoundError("cannot find the seed/ folder")
 
 
-async def load_definitions(store: FhirStore) -> list[str]:
+async def load_definitions(store: FhirStore, folders: tuple[str, ...] = DEFINITIONS) -> list[str]:
     """Write each definition that is missing or differs; the ``Type/id`` of those written."""
     written = []
-    for folder in DEFINITIONS:
+    for folder in folders:
         for path in sorted((seed_dir() / folder).glob("*.json")):
             document: dict[str, Any] = orjson.loads(path.read_bytes())
             resource_type, resource_id = document["resourceType"], document["id"]
@@ -47,7 +47,8 @@ async def load_definitions(store: FhirStore) -> list[str]:
 async def load_demo(
     store: FhirStore, conn: AsyncConnection, *, base_url: str, max_entries: int
 ) -> list[str]:
-    """The definitions, then the demo directory (two areas, services of every kind)."""
+    """The definitions, the demo directory (two areas, services of every kind), then the
+    gates the demo areas apply."""
     written = await load_definitions(store)
     for path in sorted((seed_dir() / "demo").glob("*.json")):
         bundle = parse_bundle(
@@ -55,7 +56,7 @@ async def load_demo(
         )
         await transactions.process(bundle, store=store, conn=conn, base_url=base_url)
         written.append(f"{path.name} (conditional creates: what exists is kept)")
-    return written
+    return written + await load_definitions(store, ("demo/gates",))
 
 
 def _without_meta(document: dict[str, Any]) -> dict[str, Any]:

@@ -28,7 +28,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from app.clock import Clock
 from app.config import is_loopback
 from app.security.models import auth_client, auth_jti
-from app.security.scopes import parse_scope
+from app.security.scopes import OPERATION_SCOPES, parse_scope
 
 log = logging.getLogger("waymark.security")
 
@@ -68,7 +68,7 @@ def check_scopes(scopes: Iterable[str]) -> tuple[str, ...]:
     checked = tuple(dict.fromkeys(s for text in scopes for s in text.split()))
     if not checked:
         raise ClientRegistryError("a client needs at least one scope, e.g. system/*.rs")
-    unusable = [s for s in checked if parse_scope(s) is None]
+    unusable = [s for s in checked if parse_scope(s) is None and s not in OPERATION_SCOPES]
     if unusable:
         raise ClientRegistryError(
             f"not a system scope Waymark can grant: {', '.join(unusable)} "

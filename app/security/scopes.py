@@ -19,6 +19,12 @@ PERMISSION_ORDER = "cruds"
 _V1 = {"read": frozenset("rs"), "write": frozenset("cud"), "*": frozenset(PERMISSION_ORDER)}
 _SCOPE = re.compile(r"^system/(?P<type>\*|[A-Z][A-Za-z]+)\.(?P<perms>[a-z*]+)$")
 
+#: Releasing a referral held by a gate, against the gate's criterion, is a clinical decision
+#: of its own: it needs this scope as well as system/Task.u (POST /Task/{id}/$override-gate).
+GATE_OVERRIDE_SCOPE = "waymark/gate.override"
+#: Scopes that are not SMART resource scopes, granted only when asked for and allowed as such.
+OPERATION_SCOPES = frozenset({GATE_OVERRIDE_SCOPE})
+
 #: The permission each FHIR interaction needs (names as in the CapabilityStatement).
 INTERACTION_PERMISSION = {
     "read": "r",
@@ -86,9 +92,14 @@ def narrow(requested: Iterable[str], allowed: Iterable[str]) -> list[str]:
 
     Scopes outside FHIR resource access (``launch``, ``openid``) are never granted here.
     """
+    allowed = list(allowed)
     allowed_scopes = [s for s in (parse_scope(a) for a in allowed) if s is not None]
     granted = []
     for text in requested:
+        if text in OPERATION_SCOPES:
+            if text in allowed:
+                granted.append(text)
+            continue
         scope = parse_scope(text)
         if scope is not None and any(a.covers(scope) for a in allowed_scopes):
             granted.append(text)

@@ -44,8 +44,66 @@ async def role_in(http: httpx.AsyncClient, service_id: str) -> str:
     return f"PractitionerRole/{response.json()['id']}"
 
 
-async def new_patient(http: httpx.AsyncClient, nhs: str = "9434765919") -> str:
+GATE_EVIDENCE = "https://fhir.waymark.org.uk/CodeSystem/gate-evidence"
+ALCOHOL, ANY_DRUG = "53041004", "410942007"
+
+
+async def new_patient(
+    http: httpx.AsyncClient, nhs: str = "9434765919", *, meets_gates: bool = True
+) -> str:
+    """A Patient; unless ``meets_gates`` is False, with evidence that meets the demo gates
+    (no use of alcohol or drugs for a year), so that tests of other rules are not held."""
     response = await http.post("/Patient", json=patient(nhs), headers=FHIR_JSON)
+    assert response.status_code == 201, response.text
+    patient_id = str(response.json()["id"])
+    if meets_gates:
+        for substance in (ALCOHOL, ANY_DRUG):
+            await record_last_use(http, patient_id, substance, "2025-01-01")
+            await record_use_days(http, patient_id, substance, 0)
+    return patient_id
+
+
+def _evidence(
+    patient_id: str, code: str, substance: str, recorded: str, **value: Any
+) -> dict[str, Any]:
+    return {
+        "resourceType": "Observation",
+        "status": "final",
+        "code": {"coding": [{"system": GATE_EVIDENCE, "code": code}]},
+        "subject": {"reference": f"Patient/{patient_id}"},
+        "effectiveDateTime": recorded,
+        "component": [
+            {
+                "code": {"coding": [{"system": GATE_EVIDENCE, "code": "substance"}]},
+                "valueCodeableConcept": {"coding": [{"system": SNOMED, "code": substance}]},
+            }
+        ],
+        **value,
+    }
+
+
+async def record_last_use(
+    http: httpx.AsyncClient,
+    patient_id: str,
+    substance: str,
+    last_used: str,
+    recorded: str = "2026-01-05T10:00:00Z",
+) -> str:
+    body = _evidence(patient_id, "last-use-date", substance, recorded, valueDateTime=last_used)
+    response = await http.post("/Observation", json=body, headers=FHIR_JSON)
+    assert response.status_code == 201, response.text
+    return str(response.json()["id"])
+
+
+async def record_use_days(
+    http: httpx.AsyncClient,
+    patient_id: str,
+    substance: str,
+    days: int,
+    recorded: str = "2026-01-05T10:00:00Z",
+) -> str:
+    body = _evidence(patient_id, "use-days-past-28", substance, recorded, valueInteger=days)
+    response = await http.post("/Observation", json=body, headers=FHIR_JSON)
     assert response.status_code == 201, response.text
     return str(response.json()["id"])
 

@@ -23,6 +23,9 @@ WAYMARK = "https://fhir.waymark.org.uk"
         ("ValueSet", "service-kind"),
         ("PlanDefinition", "referral-routes"),
         ("OperationDefinition", "referral-timeline"),
+        ("OperationDefinition", "evaluate-gates"),
+        ("OperationDefinition", "override-gate"),
+        ("ValueSet", "gate-substance"),
     ],
 )
 async def test_definitions_are_served_at_their_canonical_urls(

@@ -1,0 +1,97 @@
+"""The gate operations: $evaluate-gates, $gates and $override-gate (their rules; the HTTP
+edges are in app/api/operations.py)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+from app.fhir.errors import Forbidden, InvalidRequest, NotFound
+from app.fhir.store import FhirStore
+from app.pathway.codes import reference_id
+from app.pathway.gate_rules import evaluate_gates, gates_guarding, override
+from app.pathway.repository import ReferralRepository
+from app.security.principal import Principal
+from app.security.scopes import GATE_OVERRIDE_SCOPE
+
+
+async def evaluate_referral_gates(store: FhirStore, service_request_id: str) -> dict[str, Any]:
+    stored = await store.read("ServiceRequest", service_request_id)
+    request = orjson.loads(stored.content or b"{}")
+    row = await ReferralRepository(store.repo.conn).by_service_request(service_request_id)
+    performer = (request.get("performer") or [{}])[0]
+    service_id = reference_id(performer, "HealthcareService")
+    service = await store.current("HealthcareService", service_id) if service_id else None
+    patient_id = reference_id(request.get("subject"), "Patient")
+    if row is None or service is None or patient_id is None:
+        raise NotFound(f"ServiceRequest/{service_request_id} is not a referral")
+    outcomes = await evaluate_gates(
+        store, patient_id=patient_id, service=service, today=store.clock().date()
+    )
+    parameters = []
+    for outcome in outcomes:
+        parts: list[dict[str, Any]] = [
+            {"name": "gate", "valueReference": {"reference": f"PlanDefinition/{outcome.gate.id}"}},
+            {"name": "code", "valueCode": outcome.gate.code},
+            {"name": "title", "valueString": outcome.gate.title},
+            {"name": "kind", "valueCode": outcome.gate.kind},
+            {"name": "mode", "valueCode": outcome.gate.mode},
+            {"name": "outcome", "valueCode": outcome.outcome},
+            *({"name": "evidence", "valueReference": {"reference": r}} for r in outcome.evidence),
+            {"name": "detail", "valueString": outcome.detail},
+        ]
+        if outcome.met_on is not None:
+            parts.append({"name": "metOn", "valueDate": outcome.met_on.isoformat()})
+        if outcome.needed:
+            parts.append({"name": "needed", "valueString": outcome.needed})
+        parameters.append({"name": "gate", "part": parts})
+    return {"resourceType": "Parameters", **({"parameter": parameters} if parameters else {})}
+
+
+async def gates_of_service(store: FhirStore, service_id: str, *, base_url: str) -> dict[str, Any]:
+    stored = await store.read("HealthcareService", service_id)
+    store.access.authorise("search-type", "PlanDefinition")
+    gates = await gates_guarding(store, orjson.loads(stored.content or b"{}"))
+    return {
+        "resourceType": "Bundle",
+        "type": "collection",
+        "total": len(gates),
+        "entry": [
+            {"fullUrl": f"{base_url}/PlanDefinition/{plan['id']}", "resource": plan}
+            for _, plan in gates
+        ],
+    }
+
+
+async def override_gate(
+    store: FhirStore, task_id: str, parameters: Any, *, principal: Principal | None
+) -> dict[str, Any]:
+    if principal is None or GATE_OVERRIDE_SCOPE not in principal.scopes:
+        raise Forbidden(
+            f"Overriding a gate needs the scope {GATE_OVERRIDE_SCOPE} (and system/Task.u)"
+        )
+    store.access.authorise("update", "Task", task_id)
+    values = _parameters(parameters)
+    gate, reason = values.get("gate"), values.get("reason")
+    if not gate or not reason or not reason.strip():
+        raise InvalidRequest(
+            "$override-gate takes a Parameters resource with 'gate' (valueCode) and 'reason' "
+            "(valueString, saying why)",
+            expression=("Parameters.parameter",),
+        )
+    return await override(
+        store, task_id, gate_code=gate, reason=reason.strip(), client_id=principal.client_id
+    )
+
+
+def _parameters(document: Any) -> dict[str, str]:
+    if not isinstance(document, dict) or document.get("resourceType") != "Parameters":
+        raise InvalidRequest("The body must be a Parameters resource", expression=("resourceType",))
+    found = {}
+    for parameter in document.get("parameter", []):
+        if isinstance(parameter, dict) and isinstance(parameter.get("name"), str):
+            value = parameter.get("valueCode", parameter.get("valueString"))
+            if isinstance(value, str):
+                found[parameter["name"]] = value
+    return found
