@@ -122,3 +122,31 @@ async def override_gate(
     async with audited_store(request, write=True) as store:
         body = await override(store, resource_id, document, principal=request.state.audit.principal)
     return Response(orjson.dumps(body), media_type=media)
+
+
+@router.get(
+    "/Patient/{resource_id}/$pathway",
+    name="pathway",
+    summary="Where a person is on their pathway, in one call",
+    description=(
+        "Answers a Parameters resource: `patient`; `carePlan`, `currentPhase` and one `phase` "
+        "per activity (code, status) of the active pathway CarePlan; `readinessReview` (the "
+        "latest: review, value, date); one `referral` per open referral (referral, task, to, "
+        "status, businessStatus, waitedDays, waitedWithoutPausesDays); one `gate` per gate "
+        "decision (referral, gate, kind, mode, outcome, holding, releasedBy); one `overdue` per "
+        "item past due (kind `held-over-90-days` or `phase-1-without-review`, item, since); and "
+        "`omitted`, naming what the token may not read and so was left out. Defined by "
+        "OperationDefinition/pathway."
+    ),
+    responses=edge.responses({200: "The pathway, as Parameters"}, _PARAMETERS),
+)
+async def pathway(
+    request: Request,
+    resource_id: Annotated[str, Path(description="The Patient id")],
+) -> Response:
+    from app.pathway.summary import pathway_summary
+
+    media = edge.media(request)
+    async with audited_store(request, write=False) as store:
+        body = await pathway_summary(store, resource_id)
+    return Response(orjson.dumps(body), media_type=media)

@@ -10,8 +10,9 @@ from app.fhir.hooks import WriteHooks
 
 def hooks() -> WriteHooks:
     """The write hooks of every pathway rule."""
-    from app.pathway import referrals
+    from app.pathway import phases, referrals
 
     installed = WriteHooks()
     referrals.install(installed)
+    phases.install(installed)
     return installed

@@ -27,7 +27,11 @@ async def evaluate_referral_gates(store: FhirStore, service_request_id: str) -> 
     if row is None or service is None or patient_id is None:
         raise NotFound(f"ServiceRequest/{service_request_id} is not a referral")
     outcomes = await evaluate_gates(
-        store, patient_id=patient_id, service=service, today=store.clock().date()
+        store,
+        patient_id=patient_id,
+        service=service,
+        today=store.clock().date(),
+        referral_code=request.get("code"),
     )
     parameters = []
     for outcome in outcomes:

@@ -82,24 +82,68 @@ async def value_set_codes(store: FhirStore, url: str) -> frozenset[str]:
 
 
 async def evaluate_gates(
-    store: FhirStore, *, patient_id: str, service: dict[str, Any], today: date
+    store: FhirStore,
+    *,
+    patient_id: str,
+    service: dict[str, Any],
+    today: date,
+    referral_code: Any = None,
 ) -> list[Outcome]:
-    """Each abstinence gate acting on ``service``, evaluated for the patient today."""
-    gates = [g for g, _ in await gates_guarding(store, service) if g.kind == "abstinence"]
+    """Each gate acting on a referral with ``referral_code`` (a CodeableConcept) into
+    ``service``, evaluated for the patient today."""
+    gates = []
+    for gate, _ in await gates_guarding(store, service):
+        if gate.applies_to is not None and not await in_value_set(
+            store, referral_code, gate.applies_to
+        ):
+            continue
+        if gate.kind in ("abstinence", "phase"):
+            gates.append(gate)
     if not gates:
         return []
+    outcomes = [
+        await _phase_outcome(store, g, patient_id, today) for g in gates if g.kind == "phase"
+    ]
+    abstinence = [g for g in gates if g.kind == "abstinence"]
+    if not abstinence:
+        return outcomes
     subject = [("subject", f"Patient/{patient_id}")]
     observations = await store.find("Observation", [*subject, ("code", _EVIDENCE_CODES)], count=500)
     medications: list[dict[str, Any]] = []
     ost_codes: frozenset[str] = frozenset()
-    if any(g.ost_counts for g in gates):
+    if any(g.ost_counts for g in abstinence):
         ost_codes = await value_set_codes(store, OPIOID_SUBSTITUTION)
         for resource_type in ("MedicationStatement", "MedicationRequest"):
             medications += await store.find(
                 resource_type, [*subject, ("status", "active")], count=500
             )
     evidence = evidence_from(observations, medications, ost_codes)
-    return [evaluate(gate, evidence, today) for gate in gates]
+    return outcomes + [evaluate(gate, evidence, today) for gate in abstinence]
+
+
+async def _phase_outcome(store: FhirStore, gate: Gate, patient_id: str, today: date) -> Outcome:
+    from app.pathway.phases import phase_one_missing
+
+    missing = await phase_one_missing(store, patient_id)
+    if missing is None:
+        return Outcome(gate, "met", (), today, None, "Met: phase 1 is complete.")
+    return Outcome(gate, "not-met", (), None, None, f"Not met: {missing}.")
+
+
+async def in_value_set(store: FhirStore, concept: Any, url: str) -> bool:
+    sets = await store.find("ValueSet", [("url", url)], count=1)
+    members = {
+        (include.get("system"), concept_["code"])
+        for value_set in sets
+        for include in value_set.get("compose", {}).get("include", [])
+        for concept_ in include.get("concept", [])
+    }
+    given = {
+        (c.get("system"), c.get("code"))
+        for c in (concept or {}).get("coding", [])
+        if isinstance(c, dict)
+    }
+    return bool(members & given)
 
 
 def evaluation_extensions(outcomes: list[Outcome]) -> list[dict[str, Any]]:
@@ -238,7 +282,11 @@ async def reevaluate_referral(
     outcomes = {
         o.gate.id: o
         for o in await evaluate_gates(
-            store, patient_id=patient_id, service=service, today=now.date()
+            store,
+            patient_id=patient_id,
+            service=service,
+            today=now.date(),
+            referral_code=(request or {}).get("code"),
         )
     }
     released_all = True
@@ -330,6 +378,14 @@ async def _mitigate(store: FhirStore, issue_id: str, *, at: datetime, by: str, t
         }
     )
     await store.as_server().update("DetectedIssue", issue_id, issue)
+
+
+async def reevaluate_patient(store: FhirStore, patient_id: str) -> None:
+    """New evidence or a phase change for a person: re-evaluate the gates holding their
+    referrals."""
+    repository = GateRepository(store.repo.conn)
+    for service_request_id in await repository.held_referrals_of(patient_id):
+        await reevaluate_referral(store, service_request_id)
 
 
 async def reevaluate_held(

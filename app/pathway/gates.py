@@ -26,6 +26,7 @@ GATE_ID = f"{WAYMARK}/Id/gate"
 GATE_MODE = f"{WAYMARK}/StructureDefinition/gate-mode"
 GATE_GUARDS = f"{WAYMARK}/StructureDefinition/gate-guards"
 GATE_ABSTINENCE = f"{WAYMARK}/StructureDefinition/gate-abstinence"
+GATE_APPLIES_TO = f"{WAYMARK}/StructureDefinition/gate-applies-to"
 GATE_SUBSTANCES = f"{WAYMARK}/ValueSet/gate-substance"
 OPIOID_SUBSTITUTION = f"{WAYMARK}/ValueSet/opioid-substitution"
 SERVICE_ID = f"{WAYMARK}/Id/service"
@@ -46,6 +47,9 @@ class Gate:
     minimum: tuple[int, str] | None = None  # (value, UCUM unit)
     maximum_use_days: int | None = None
     ost_counts: bool = False
+    #: A ValueSet of referral codes the gate acts on (the phase gate: trauma-focussed work);
+    #: None: every referral into the services it guards.
+    applies_to: str | None = None
 
     def guards(self, service: dict[str, Any]) -> bool:
         if self.guards_kinds & set(codes(service.get("type", []), SERVICE_KIND)):
@@ -100,6 +104,9 @@ def gate_from(plan: dict[str, Any], *, known_substances: frozenset[str] | None =
             expression=(where,),
         )
     services, kinds = set(), set()
+    applies_to = next(
+        (str(e["valueCanonical"]) for e in extensions if e.get("url") == GATE_APPLIES_TO), None
+    )
     for extension in extensions:
         if extension.get("url") != GATE_GUARDS:
             continue
@@ -119,6 +126,7 @@ def gate_from(plan: dict[str, Any], *, known_substances: frozenset[str] | None =
         mode=str(modes[0][1]),
         guards_services=frozenset(services),
         guards_kinds=frozenset(kinds),
+        applies_to=applies_to,
     )
     for index, extension in enumerate(extensions):
         if extension.get("url") == GATE_ABSTINENCE:

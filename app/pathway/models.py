@@ -84,3 +84,20 @@ gate_decision = Table(
     Index(None, "patient_id", "held", "released_at"),
     Index(None, "held", "released_at"),
 )
+
+#: Every change of a phase's status on a person's pathway CarePlan, in order.
+phase_event = Table(
+    "phase_event",
+    Base.metadata,
+    Column("care_plan_id", Text, nullable=False),
+    Column("version_id", Integer, nullable=False),
+    Column("phase", Text, nullable=False),  # pathway-phase code
+    Column("patient_id", Text, nullable=False),
+    Column("at", DateTime(timezone=True), nullable=False),
+    Column("from_status", Text, nullable=True),
+    Column("to_status", Text, nullable=False),
+    Column("reason", Text, nullable=True),
+    Column("who", Text, nullable=True),
+    PrimaryKeyConstraint("care_plan_id", "version_id", "phase"),
+    Index(None, "patient_id"),
+)

@@ -21,8 +21,9 @@ from app.pathway.codes import (
 from app.pathway.directory import service_from
 from app.pathway.gate_rules import GATE_EVALUATION, RELEASED_BY
 from app.pathway.gates import GATE_ID
+from app.pathway.phases import is_pathway_plan, phase_events
 from app.pathway.referrals import clock_pausing_reasons, is_referral
-from app.pathway.repository import GateRepository, ReferralRepository
+from app.pathway.repository import GateRepository, PhaseRepository, ReferralRepository
 from app.pathway.workflow import OPEN, timeline_event
 
 
@@ -33,6 +34,7 @@ async def rebuild(store: FhirStore) -> int:
     gate_repository = GateRepository(store.repo.conn)
     await gate_repository.clear()
     await repository.clear()
+    await _rebuild_phase_events(store)
     pausing = await clock_pausing_reasons(store)
     found = 0
     for request in await _all(store, "ServiceRequest"):
@@ -183,3 +185,16 @@ async def _rebuild_gate_decisions(
             released_by=released_by,
             detected_issue_id=issue["id"] if issue else None,
         )
+
+
+async def _rebuild_phase_events(store: FhirStore) -> None:
+    repository = PhaseRepository(store.repo.conn)
+    await repository.clear()
+    for plan in await _all(store, "CarePlan"):
+        if not is_pathway_plan(plan):
+            continue
+        before: dict[str, Any] | None = None
+        for version in await _versions(store, "CarePlan", plan["id"]):
+            for values in phase_events(before, version):
+                await repository.add(**values)
+            before = version

@@ -35,9 +35,11 @@ from app.pathway.gate_rules import (
     evaluation_extensions,
     hold_reason,
     holds,
+    in_value_set,
     record_decisions,
-    reevaluate_referral,
+    reevaluate_patient,
 )
+from app.pathway.phases import TRAUMA_FOCUSSED_THERAPY, ensure_plan, phase_one_missing
 from app.pathway.repository import GateRepository, ReferralRepository
 from app.pathway.workflow import OPEN, check_transition, timeline_event
 
@@ -65,12 +67,8 @@ async def _evidence_written(event: WriteEvent) -> None:
     """New evidence about a person: re-evaluate the gates holding their referrals."""
     document = event.after or event.before or {}
     patient_id = reference_id(document.get("subject"), "Patient")
-    if patient_id is None:
-        return
-    for service_request_id in await GateRepository(event.store.repo.conn).held_referrals_of(
-        patient_id
-    ):
-        await reevaluate_referral(event.store, service_request_id)
+    if patient_id is not None:
+        await reevaluate_patient(event.store, patient_id)
 
 
 def is_referral(document: dict[str, Any]) -> bool:
@@ -142,7 +140,11 @@ async def _accept_new_referral(event: WriteEvent) -> None:
     service = await store.current("HealthcareService", to_service.id)
     assert service is not None
     outcomes = await evaluate_gates(
-        store, patient_id=patient_id, service=service, today=store.clock().date()
+        store,
+        patient_id=patient_id,
+        service=service,
+        today=store.clock().date(),
+        referral_code=document.get("code"),
     )
     task_id = str(uuid.uuid4())
     extensions = [e for e in document.get("extension", []) if e.get("url") not in _KEPT_BY_SERVER]
@@ -288,6 +290,26 @@ async def _before_task(event: WriteEvent) -> None:
                 expression=(f"Task.{element}",),
             )
     check_transition(before, event.after)
+    if event.after.get("status") == "in-progress" and before.get("status") != "in-progress":
+        await _check_phase_one(event.store, row, event.after)
+
+
+async def _check_phase_one(store: FhirStore, row: Any, task: dict[str, Any]) -> None:
+    """Trauma-focussed work starts after phase 1, unless a clinician overrode the phase gate
+    on this referral."""
+    if not await in_value_set(store, task.get("code"), TRAUMA_FOCUSSED_THERAPY):
+        return
+    missing = await phase_one_missing(store, row.patient_id)
+    if missing is None:
+        return
+    decisions = await GateRepository(store.repo.conn).of_referral(row.service_request_id)
+    if any(d.gate_kind == "phase" and d.released_by == "override" for d in decisions):
+        return
+    raise BusinessRuleViolation(
+        f"Trauma-focussed work cannot start yet: {missing}. A clinician may override the "
+        "phase gate with a reason (POST /Task/{id}/$override-gate)",
+        expression=("Task.status",),
+    )
 
 
 async def _after_task(event: WriteEvent) -> None:
@@ -314,6 +336,8 @@ async def _after_task(event: WriteEvent) -> None:
         business_status=values["business_status"],
         is_open=status in OPEN,
     )
+    if status == "accepted":
+        await ensure_plan(store, row.patient_id)
     await _follow_task(store, row.service_request_id, status)
 
 

@@ -11,7 +11,7 @@ from sqlalchemy import Row, delete, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from app.fhir.repository import as_utc
-from app.pathway.models import gate_decision, referral, referral_event
+from app.pathway.models import gate_decision, phase_event, referral, referral_event
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +73,14 @@ class ReferralRepository:
     async def by_service_request(self, service_request_id: str) -> Row[Any] | None:
         query = select(referral).where(referral.c.service_request_id == service_request_id)
         return (await self.conn.execute(query)).first()
+
+    async def of_patient(self, patient_id: str) -> Sequence[Row[Any]]:
+        query = (
+            select(referral)
+            .where(referral.c.patient_id == patient_id)
+            .order_by(referral.c.created_at, referral.c.service_request_id)
+        )
+        return (await self.conn.execute(query)).all()
 
     async def open_referral(self, *, patient_id: str, to_service_id: str) -> str | None:
         """The ServiceRequest id of the patient's open referral to that service, if any."""
@@ -172,6 +180,14 @@ class GateRepository:
             query = query.with_for_update(skip_locked=skip_locked)
         return (await self.conn.execute(query)).all()
 
+    async def of_patient(self, patient_id: str) -> Sequence[Row[Any]]:
+        query = (
+            select(gate_decision)
+            .where(gate_decision.c.patient_id == patient_id)
+            .order_by(gate_decision.c.evaluated_at, gate_decision.c.gate_id)
+        )
+        return (await self.conn.execute(query)).all()
+
     async def of_referral(self, service_request_id: str) -> Sequence[Row[Any]]:
         query = (
             select(gate_decision)
@@ -200,3 +216,30 @@ class GateRepository:
 
     async def clear(self) -> None:
         await self.conn.execute(delete(gate_decision))
+
+
+class PhaseRepository:
+    """All SQL on phase events."""
+
+    def __init__(self, conn: AsyncConnection) -> None:
+        self.conn = conn
+
+    async def add(self, **values: Any) -> None:
+        await self.conn.execute(insert(phase_event).values(**values))
+
+    async def of_patient(self, patient_id: str) -> Sequence[Row[Any]]:
+        query = (
+            select(phase_event)
+            .where(phase_event.c.patient_id == patient_id)
+            .order_by(phase_event.c.at, phase_event.c.version_id, phase_event.c.phase)
+        )
+        return (await self.conn.execute(query)).all()
+
+    async def all(self) -> Sequence[Row[Any]]:
+        query = select(phase_event).order_by(
+            phase_event.c.care_plan_id, phase_event.c.version_id, phase_event.c.phase
+        )
+        return (await self.conn.execute(query)).all()
+
+    async def clear(self) -> None:
+        await self.conn.execute(delete(phase_event))

@@ -316,14 +316,16 @@ async def test_bad_gate_definitions_are_refused_naming_the_element(
 
 
 async def test_a_referrer_sees_the_gates_of_a_service(client: httpx.AsyncClient) -> None:
-    psychology = await service(client, "solway-psy")
-    found = (await client.get(f"/HealthcareService/{psychology}/$gates")).json()
-    assert [e["resource"]["id"] for e in found["entry"]] == [SOLWAY_GATE]
-    cmht = await service(client, "northisles-cmht")
-    found = (await client.get(f"/HealthcareService/{cmht}/$gates")).json()
-    assert [e["resource"]["id"] for e in found["entry"]] == ["gate-cmht-occasional-use"]
-    dat = await service(client, "solway-dat")
-    assert (await client.get(f"/HealthcareService/{dat}/$gates")).json()["total"] == 0
+    phase_gate = "gate-phase-1-before-trauma-focussed-work"
+
+    async def gates(key: str) -> list[str]:
+        found = (await client.get(f"/HealthcareService/{await service(client, key)}/$gates")).json()
+        return sorted(e["resource"]["id"] for e in found.get("entry", []))
+
+    assert await gates("solway-psy") == sorted([SOLWAY_GATE, phase_gate])
+    assert await gates("northisles-cmht") == sorted(["gate-cmht-occasional-use", phase_gate])
+    assert await gates("solway-dat") == [phase_gate]
+    assert await gates("solway-gp1") == []
 
 
 async def test_gate_decisions_rebuilt_equal(
