@@ -225,8 +225,6 @@ def detected_issue(
     words = outcome.detail
     if outcome.met_on is not None:
         words += f" If nothing changes it is met on {outcome.met_on.isoformat()}."
-    if outcome.needed:
-        words += f" Needed: {outcome.needed}."
     enforced = outcome.gate.mode == "enforced"
     words += (
         " The referral is held until the gate is met or overridden."

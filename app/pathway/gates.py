@@ -242,7 +242,7 @@ def evaluate(gate: Gate, evidence: Evidence, today: date) -> Outcome:
         )
     if missing:
         code = "use-days-past-28" if gate.maximum_use_days is not None else "last-use-date"
-        needed = f"An Observation ({GATE_EVIDENCE}|{code}) with component substance " + ", ".join(
+        needed = f"an Observation ({GATE_EVIDENCE}|{code}) with component substance " + ", ".join(
             missing
         )
         return Outcome(gate, "unknown", tuple(used), None, needed, f"Unknown: needs {needed}.")
