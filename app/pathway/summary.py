@@ -9,6 +9,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any
 
+from app.canonical import WAYMARK
 from app.fhir.errors import Forbidden
 from app.fhir.resources import instant
 from app.fhir.store import FhirStore
@@ -45,6 +46,8 @@ async def pathway_summary(store: FhirStore, patient_id: str) -> dict[str, Any]:
             if review.get("effectiveDateTime"):
                 parts.append({"name": "date", "valueDateTime": review["effectiveDateTime"]})
             parameters.append({"name": "readinessReview", "part": parts})
+    if _may(store, "EpisodeOfCare", omitted):
+        overdue += await _shared_care_overdue(store, patient_id, now)
     if _may(store, "ServiceRequest", omitted) and _may(store, "Task", omitted):
         referrals, held = await _referrals(store, patient_id, now)
         parameters += referrals
@@ -195,3 +198,46 @@ async def _gates(store: FhirStore, patient_id: str) -> list[dict[str, Any]]:
             parts.append({"name": "releasedBy", "valueCode": row.released_by})
         gates.append({"name": "gate", "part": parts})
     return gates
+
+
+SHARED_CARE = "shared-care"
+ANNUAL_REVIEW = f"{WAYMARK}/StructureDefinition/annual-review"
+
+
+async def _shared_care_overdue(
+    store: FhirStore, patient_id: str, now: datetime
+) -> list[list[dict[str, Any]]]:
+    """Shared care whose annual review (extension annual-review, part ``next``) is past."""
+    episodes = await store.find(
+        "EpisodeOfCare",
+        [
+            ("patient", f"Patient/{patient_id}"),
+            ("status", "active"),
+            ("type", f"{PATHWAY_CODES}|{SHARED_CARE}"),
+        ],
+        count=10,
+    )
+    overdue: list[list[dict[str, Any]]] = []
+    for episode in episodes:
+        due = next(
+            (
+                part.get("valueDate")
+                for extension in episode.get("extension", [])
+                if extension.get("url") == ANNUAL_REVIEW
+                for part in extension.get("extension", [])
+                if part.get("url") == "next"
+            ),
+            None,
+        )
+        if isinstance(due, str) and due < now.date().isoformat():
+            overdue.append(
+                [
+                    {"name": "kind", "valueCode": "shared-care-review"},
+                    {
+                        "name": "item",
+                        "valueReference": {"reference": f"EpisodeOfCare/{episode['id']}"},
+                    },
+                    {"name": "since", "valueDateTime": due},
+                ]
+            )
+    return overdue

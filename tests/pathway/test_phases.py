@@ -244,7 +244,7 @@ async def test_pathway_respects_scopes_and_shows_what_is_overdue(
     omitted = {
         p["valueString"].split(":")[0] for p in limited["parameter"] if p["name"] == "omitted"
     }
-    assert omitted == {"Observation", "ServiceRequest"}
+    assert omitted == {"Observation", "EpisodeOfCare", "ServiceRequest"}
     nobody = await scoped_client("system/CarePlan.r")
     assert (await nobody.get(f"/Patient/{patient_id}/$pathway")).status_code == 403
 
@@ -273,3 +273,37 @@ async def test_phase_timeline_rebuilt_equal(
     async with transaction(runtime.engine, write=True) as conn:
         await rebuild(runtime.store(conn))
     assert await snapshot() == live
+
+
+async def test_an_annual_shared_care_review_past_due_is_overdue(
+    client: httpx.AsyncClient, clock: SteppedClock
+) -> None:
+    patient_id = await new_patient(client)
+    gp = (await client.get(f"/HealthcareService/{await service(client, 'solway-gp1')}")).json()
+    episode = {
+        "resourceType": "EpisodeOfCare",
+        "status": "active",
+        "type": [{"coding": [{"system": CODES, "code": "shared-care"}]}],
+        "patient": {"reference": f"Patient/{patient_id}"},
+        "managingOrganization": gp["providedBy"],
+        "extension": [
+            {
+                "url": "https://fhir.waymark.org.uk/StructureDefinition/annual-review",
+                "extension": [
+                    {"url": "last", "valueDate": "2025-01-20"},
+                    {"url": "next", "valueDate": "2026-01-20"},
+                ],
+            }
+        ],
+    }
+    created = await client.post("/EpisodeOfCare", json=episode, headers=FHIR_JSON)
+    assert created.status_code == 201, created.text
+    summary = (await client.get(f"/Patient/{patient_id}/$pathway")).json()
+    overdue = [_parts(p) for p in summary["parameter"] if p["name"] == "overdue"]
+    assert overdue == [
+        {
+            "kind": "shared-care-review",
+            "item": {"reference": f"EpisodeOfCare/{created.json()['id']}"},
+            "since": "2026-01-20",
+        }
+    ]
