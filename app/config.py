@@ -53,8 +53,10 @@ class Settings(BaseSettings):
         default=300, ge=30, le=3600, description="Lifetime of an access token, in seconds."
     )
 
-    db_pool_size: int = Field(default=10, ge=1, le=200)
-    db_max_overflow: int = Field(default=10, ge=0, le=200)
+    # Per worker. A connection opened past the pool is closed when it is returned, so the pool
+    # should cover a worker's concurrent requests: below that, every burst reconnects.
+    db_pool_size: int = Field(default=32, ge=1, le=200)
+    db_max_overflow: int = Field(default=8, ge=0, le=200)
 
     max_body_bytes: int = Field(
         default=8 * 1024 * 1024, ge=1024, description="Largest request body accepted (413 above)."

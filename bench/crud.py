@@ -101,7 +101,7 @@ class Cpu:
 
     wall: float = 0.0
     server: float = 0.0  # the uvicorn master and its workers
-    postgres: float = 0.0  # every process named "postgres" (the backends serving the load)
+    postgres: float = 0.0  # the benchmark database's backends and PostgreSQL's shared processes
     wrk: float = 0.0
     system: float = 0.0  # every process on the machine (PostgreSQL, the client, noise)
 
@@ -179,9 +179,12 @@ def _proc_stat(pid: int) -> tuple[int, float, float] | None:
     return int(fields[1]), (ticks[0] + ticks[1]) / CLOCK_TICKS, (ticks[2] + ticks[3]) / CLOCK_TICKS
 
 
-def _cpu_snapshot(root: int) -> tuple[float, float]:
-    """CPU seconds of ``root`` and its children (the uvicorn workers), and of PostgreSQL."""
-    server = postgres = 0.0
+def _cpu_snapshot(root: int, database: str | None) -> tuple[float, dict[int, float]]:
+    """CPU seconds of ``root`` and its children (the uvicorn workers), and per PostgreSQL
+    process that works for this benchmark (see :func:`_serves_benchmark`; none on SQLite)."""
+    server = 0.0
+    postgres: dict[int, float] = {}
+    titles: dict[int, str] = {}
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
@@ -191,13 +194,46 @@ def _cpu_snapshot(root: int) -> tuple[float, float]:
             continue
         if pid == root or stat[0] == root:
             server += stat[1]
-        else:
+        elif database is not None:
             with suppress(OSError):
                 if (entry / "comm").read_text().strip() == "postgres":
-                    # A backend that exits during the run (a connection closed) leaves its CPU
-                    # time in its parent's (the postmaster's) count of reaped children.
-                    postgres += stat[1] + stat[2]
-    return server, postgres
+                    titles[pid] = (entry / "cmdline").read_text().replace("\0", " ").strip()
+                    postgres[pid] = stat[1]
+    if database is None:
+        return server, {}
+    ours = {pid for pid, title in titles.items() if _serves_benchmark(title, database, set())}
+    return server, {
+        pid: seconds
+        for pid, seconds in postgres.items()
+        if pid in ours or _serves_benchmark(titles[pid], database, ours)
+    }
+
+
+_BACKEND = re.compile(r"^postgres: (?:[^:]+: )?(\S+) (\S+) (?:\S+\(\d+\)|\[local\])")
+_PARALLEL = re.compile(r"parallel worker for PID (\d+)")
+
+
+def _serves_benchmark(title: str, database: str, ours: set[int]) -> bool:
+    """Whether a postgres process (by its title) counts for the benchmark.
+
+    The server is shared: other tenants' backends (another database, or a parallel worker
+    of one) are left out; the benchmark database's backends and the shared background
+    processes (postmaster, WAL writer, checkpointer...) are counted.
+    """
+    backend = _BACKEND.match(title)
+    if backend is not None:
+        return backend.group(2) == database
+    parallel = _PARALLEL.search(title)
+    if parallel is not None:
+        return int(parallel.group(1)) in ours
+    return True
+
+
+def _postgres_delta(before: dict[int, float], after: dict[int, float]) -> float:
+    """CPU used by the counted PostgreSQL processes between two snapshots. A process that
+    exited in between is not counted for that interval (the pool keeps the benchmark's
+    connections open); one that started is counted whole."""
+    return sum(seconds - before.get(pid, 0.0) for pid, seconds in after.items())
 
 
 def _system_busy() -> float:
@@ -242,6 +278,7 @@ class Server:
     process: subprocess.Popen[bytes]
     base_url: str
     log: Path
+    database: str | None  # the PostgreSQL database served, for the CPU accounting
 
 
 @contextmanager
@@ -254,6 +291,9 @@ def serve(database_url: str, workers: int, log: Path, app: str = DEFAULT_APP) ->
         "WAYMARK_DATABASE_URL": database_url,
         "WAYMARK_BASE_URL": base_url,
         "WAYMARK_LOG_LEVEL": "warning",
+        # The server is on loopback, where auth=off is allowed: the benchmark measures the
+        # FHIR interactions (AuditEvents included), not the verification of access tokens.
+        "WAYMARK_AUTH": "off",
     }
     command = [
         *_uvicorn(),
@@ -281,7 +321,11 @@ def serve(database_url: str, workers: int, log: Path, app: str = DEFAULT_APP) ->
         )
     try:
         _wait_healthy(process, base_url, log, workers)
-        yield Server(process, base_url, log)
+        from sqlalchemy.engine import make_url
+
+        url = make_url(database_url)
+        database = url.database if url.get_backend_name() == "postgresql" else None
+        yield Server(process, base_url, log, database)
     finally:
         _stop(process)
 
@@ -422,16 +466,16 @@ def run_wrk(
         *(args[name] for name in scenario.files),
     ]
     wall, wrk_cpu = time.monotonic(), _children_cpu()
-    server_cpu, postgres_cpu = _cpu_snapshot(server.process.pid)
+    server_cpu, postgres_cpu = _cpu_snapshot(server.process.pid, server.database)
     busy = _system_busy()
     completed = subprocess.run(
         command, capture_output=True, text=True, timeout=duration + 60, check=False
     )
-    server_after, postgres_after = _cpu_snapshot(server.process.pid)
+    server_after, postgres_after = _cpu_snapshot(server.process.pid, server.database)
     cpu = Cpu(
         wall=time.monotonic() - wall,
         server=server_after - server_cpu,
-        postgres=postgres_after - postgres_cpu,
+        postgres=_postgres_delta(postgres_cpu, postgres_after),
         wrk=_children_cpu() - wrk_cpu,
         system=_system_busy() - busy,
     )

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
-from email.utils import format_datetime
+from datetime import UTC, datetime
 
 from app.fhir.errors import InvalidRequest, NotAcceptable, UnsupportedMediaType
 
@@ -125,5 +124,16 @@ def etag(version_id: int) -> str:
     return f'W/"{version_id}"'
 
 
+_DAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
+_MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+
+
 def http_date(value: datetime) -> str:
-    return format_datetime(value, usegmt=True)
+    """An HTTP date (RFC 9110 IMF-fixdate), as ``email.utils.format_datetime(usegmt=True)``
+    writes it, without its cost on every response."""
+    if value.tzinfo is not UTC:
+        value = value.astimezone(UTC)
+    return (
+        f"{_DAYS[value.weekday()]}, {value.day:02d} {_MONTHS[value.month - 1]} "
+        f"{value.year:04d} {value.hour:02d}:{value.minute:02d}:{value.second:02d} GMT"
+    )

@@ -6,10 +6,13 @@ import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import cast
+from typing import Any, cast
 
 from sqlalchemy import Table, and_, bindparam, delete, insert, select, text, update
+from sqlalchemy.dialects.postgresql.asyncpg import dialect as asyncpg_dialect
 from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.sql.compiler import SQLCompiler
+from sqlalchemy.sql.elements import ClauseElement
 
 from app.fhir.models import (
     INDEX_TABLES,
@@ -58,16 +61,63 @@ _SELECT_CURRENT = select(
 _SELECT_CURRENT_FOR_UPDATE = _SELECT_CURRENT.with_for_update()
 
 
+@dataclass(frozen=True, slots=True)
+class _Native:
+    """A statement as asyncpg takes it (``$n`` placeholders), compiled once from the same
+    SQLAlchemy construct, and the order of its parameters."""
+
+    sql: str
+    names: tuple[str, ...]
+
+    @classmethod
+    def of(cls, statement: ClauseElement) -> _Native:
+        dialect = asyncpg_dialect()  # type: ignore[no-untyped-call]
+        compiled = cast(SQLCompiler, statement.compile(dialect=dialect))
+        return cls(compiled.string, tuple(compiled.positiontup or ()))
+
+    def arguments(self, parameters: dict[str, object]) -> list[object]:
+        return [parameters[name] for name in self.names]
+
+
 class ResourceRepository:
+    """On PostgreSQL over asyncpg, the hot statements (read by id, the one-statement writes)
+    go to the driver connection directly: SQLAlchemy's execution machinery costs more CPU than
+    the statement itself. They run on the same connection, in the same transaction."""
+
     def __init__(self, conn: AsyncConnection) -> None:
         self.conn = conn
         self.is_postgres = conn.dialect.name == "postgresql"
+        self._asyncpg = self.is_postgres and conn.dialect.driver == "asyncpg"
+
+    def _driver(self) -> Any:
+        """The asyncpg connection, when a statement sent on it lands where SQLAlchemy would
+        send it: in the transaction already begun (app.db begins it up front), or in
+        autocommit. None otherwise (SQLAlchemy then begins the transaction itself)."""
+        if not self._asyncpg:
+            return None
+        sync = self.conn.sync_connection
+        if sync is None or sync.closed or sync.invalidated:
+            return None
+        proxied = sync.connection
+        driver = proxied.driver_connection
+        if driver is None:
+            return None
+        if driver.is_in_transaction() or getattr(proxied.dbapi_connection, "autocommit", False):
+            return driver
+        return None
 
     async def current(
         self, resource_type: str, resource_id: str, *, for_update: bool = False
     ) -> StoredVersion | None:
-        stmt = _SELECT_CURRENT_FOR_UPDATE if for_update and self.is_postgres else _SELECT_CURRENT
-        row = (await self.conn.execute(stmt, {"rt": resource_type, "rid": resource_id})).first()
+        for_update = for_update and self.is_postgres
+        driver = self._driver()
+        if driver is not None:
+            native = _NATIVE_CURRENT_FOR_UPDATE if for_update else _NATIVE_CURRENT
+            row = await driver.fetchrow(native.sql, resource_type, resource_id)
+        else:
+            stmt = _SELECT_CURRENT_FOR_UPDATE if for_update else _SELECT_CURRENT
+            parameters = {"rt": resource_type, "rid": resource_id}
+            row = (await self.conn.execute(stmt, parameters)).first()
         if row is None:
             return None
         return StoredVersion(resource_type, resource_id, row[0], as_utc(row[1]), row[2], row[3])
@@ -95,7 +145,12 @@ class ResourceRepository:
     async def insert_new(self, stored: StoredVersion, index: IndexRows) -> None:
         """Write the first version of a resource and its index rows."""
         if self.is_postgres:
-            await self.conn.execute(_PG_CREATE, _pg_parameters(stored, index, None))
+            parameters = _pg_parameters(stored, index, None)
+            driver = self._driver()
+            if driver is not None:
+                await driver.execute(_NATIVE_CREATE.sql, *_NATIVE_CREATE.arguments(parameters))
+            else:
+                await self.conn.execute(_PG_CREATE, parameters)
             return
         await self.conn.execute(insert(resource_table), _resource_values(stored))
         await self.conn.execute(insert(version_table), _version_values(stored))
@@ -107,6 +162,12 @@ class ResourceRepository:
         """Write a new current version and its index rows; False if another write came first."""
         if self.is_postgres:
             parameters = _pg_parameters(stored, index, previous_version)
+            driver = self._driver()
+            if driver is not None:
+                status = await driver.execute(
+                    _NATIVE_REPLACE.sql, *_NATIVE_REPLACE.arguments(parameters)
+                )
+                return bool(status == "UPDATE 1")
             result = await self.conn.execute(_PG_REPLACE, parameters)
             return result.rowcount == 1
         result = await self.conn.execute(
@@ -319,6 +380,12 @@ _PG_REPLACE = text(
     " content = :content\n"
     "WHERE resource_type = :rt AND id = :rid AND version_id = :previous"
 )
+
+
+_NATIVE_CURRENT = _Native.of(_SELECT_CURRENT)
+_NATIVE_CURRENT_FOR_UPDATE = _Native.of(_SELECT_CURRENT_FOR_UPDATE)
+_NATIVE_CREATE = _Native.of(_PG_CREATE)
+_NATIVE_REPLACE = _Native.of(_PG_REPLACE)
 
 
 def _pg_parameters(

@@ -97,16 +97,21 @@ MAX_JSON_DEPTH = 64
 
 
 def require_reasonable_depth(document: Any) -> None:
-    """Refuse JSON nested deeper than :data:`MAX_JSON_DEPTH` (checked without recursion)."""
-    stack = [(document, 1)]
-    while stack:
-        node, depth = stack.pop()
+    """Refuse JSON nested deeper than :data:`MAX_JSON_DEPTH` (checked without recursion, one
+    level at a time: every request body goes through this)."""
+    level = [document]
+    depth = 1
+    while level:
         if depth > MAX_JSON_DEPTH:
             raise InvalidResource(f"The JSON is nested more than {MAX_JSON_DEPTH} levels deep")
-        if isinstance(node, dict):
-            stack.extend((child, depth + 1) for child in node.values())
-        elif isinstance(node, list):
-            stack.extend((child, depth + 1) for child in node)
+        below: list[Any] = []
+        for node in level:
+            if isinstance(node, dict):
+                below.extend(node.values())
+            elif isinstance(node, list):
+                below.extend(node)
+        level = below
+        depth += 1
 
 
 def require_served_type(resource_type: str) -> None:

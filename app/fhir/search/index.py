@@ -28,6 +28,8 @@ _ADDRESS_PARTS = ("text", "line", "city", "district", "state", "postalCode", "co
 
 def normalise(text: str) -> str:
     """Case- and accent-insensitive form used by string search (FHIR: 'Eve' finds 'ève')."""
+    if text.isascii():  # nothing to decompose, and casefold() is lower() (the common case)
+        return text.lower().strip()
     decomposed = unicodedata.normalize("NFKD", text.casefold())
     return "".join(c for c in decomposed if not unicodedata.combining(c)).strip()
 
