@@ -41,6 +41,14 @@ def make_engine(settings: Settings) -> AsyncEngine:
         _configure_sqlite(engine)
     else:
         connect_args: dict[str, Any] = {}
+        if url.get_driver_name() == "asyncpg":
+            # Search statements are short and selective: JIT compilation (triggered by
+            # inflated cost estimates) turns 2 ms into hundreds, and a generic plan cached
+            # for a prepared statement can choose a scan a custom plan would not.
+            connect_args["server_settings"] = {
+                "jit": "off",
+                "plan_cache_mode": "force_custom_plan",
+            }
         if url.get_driver_name() == "asyncpg" and _plain_loopback(url):
             # asyncpg's default (sslmode "prefer") asks for TLS on every new connection.
             connect_args["ssl"] = False

@@ -82,7 +82,9 @@ search_token = Table(
     Column("system", Text, nullable=False),  # '' when the value has no system (so |code works)
     Column("code", Text, nullable=False),
     Column("resource_id", String(64), nullable=False),
-    Index(None, "resource_type", "param", "code", "system"),
+    # resource_id last: a search with several criteria intersects index entries before it
+    # reads any resource (bench/README.md, "Scale benchmark").
+    Index(None, "resource_type", "param", "code", "resource_id"),
     Index(None, "resource_type", "resource_id"),
 )
 
@@ -106,7 +108,7 @@ search_reference = Table(
     Column("target_type", String(64), nullable=False),  # '' for an absolute URL elsewhere
     Column("target_id", Text, nullable=False),  # the id, or the whole URL
     Column("resource_id", String(64), nullable=False),
-    Index(None, "resource_type", "param", "target_id", "target_type"),
+    Index(None, "resource_type", "param", "target_id", "target_type", "resource_id"),
     Index(None, "target_id", "target_type"),
     Index(None, "resource_type", "resource_id"),
 )

@@ -16,6 +16,7 @@ from typing import Any
 
 import orjson
 from sqlalchemy import (
+    Column,
     ColumnElement,
     and_,
     exists,
@@ -28,6 +29,7 @@ from sqlalchemy import (
     tuple_,
 )
 from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.sql.base import ReadOnlyColumnCollection
 
 from app.fhir.errors import InvalidRequest
 from app.fhir.models import (
@@ -50,11 +52,14 @@ def _like_escape(text: str) -> str:
     return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
+#: The columns of one index table (or of an alias of it).
+Columns = ReadOnlyColumnCollection[str, Column[Any]]
+
+
 # -- one criterion ------------------------------------------------------------------------
 
 
-def _token_match(value: str) -> ColumnElement[bool]:
-    t = search_token.c
+def _token_match(value: str, t: Columns) -> ColumnElement[bool]:
     if "|" not in value:
         return t.code == value
     system, _, code = value.partition("|")
@@ -63,8 +68,7 @@ def _token_match(value: str) -> ColumnElement[bool]:
     return and_(t.system == system, t.code == code)
 
 
-def _string_match(criterion: Criterion, value: str) -> ColumnElement[bool]:
-    s = search_string.c
+def _string_match(criterion: Criterion, value: str, s: Columns) -> ColumnElement[bool]:
     if criterion.modifier == "exact":
         return s.exact == value
     folded = _like_escape(normalise(value))
@@ -97,8 +101,7 @@ def _date_match(
             return high <= start
 
 
-def _quantity_match(raw: str, code: str) -> ColumnElement[bool]:
-    q = search_quantity.c
+def _quantity_match(raw: str, code: str, q: Any) -> ColumnElement[bool]:
     prefix = raw[:2] if raw[:2] in PREFIXES else "eq"
     number, _, rest = raw.removeprefix(prefix if raw[:2] in PREFIXES else "").partition("|")
     try:
@@ -128,8 +131,9 @@ def _quantity_match(raw: str, code: str) -> ColumnElement[bool]:
     return and_(*conditions)
 
 
-def _reference_match(criterion: Criterion, value: str, base_url: str) -> ColumnElement[bool]:
-    ref = search_reference.c
+def _reference_match(
+    criterion: Criterion, value: str, base_url: str, ref: Columns
+) -> ColumnElement[bool]:
     if value.startswith(f"{base_url}/"):
         value = value[len(base_url) + 1 :]
     elif "://" in value:
@@ -142,9 +146,8 @@ def _reference_match(criterion: Criterion, value: str, base_url: str) -> ColumnE
     return ref.target_id == value
 
 
-def _indexed(
-    resource_type: str, criterion: Criterion, id_col: Any, base_url: str
-) -> ColumnElement[bool]:
+def _index_table(criterion: Criterion) -> tuple[Any, str]:
+    """The index table holding ``criterion``'s values, and the ``param`` they are kept under."""
     param = criterion.param
     table = {
         "token": search_token,
@@ -159,6 +162,13 @@ def _indexed(
         table, code = search_string, f"{code}:text"
     elif param.type == "reference" and criterion.modifier == "identifier":
         table, code = search_token, f"{code}:identifier"
+    return table, code
+
+
+def _indexed(
+    resource_type: str, criterion: Criterion, id_col: Any, base_url: str
+) -> ColumnElement[bool]:
+    table, code = _index_table(criterion)
     c = table.c
     scope = [c.resource_type == resource_type, c.param == code, c.resource_id == id_col]
     if criterion.modifier == "missing":
@@ -173,8 +183,8 @@ def _value_match(criterion: Criterion, value: str, c: Any, base_url: str) -> Col
     param = criterion.param
     if param.type == "token":
         if criterion.modifier == "text":
-            return _string_match(criterion, value)
-        return _token_match(value)
+            return _string_match(criterion, value, c)
+        return _token_match(value, c)
     if param.type == "uri":
         code: ColumnElement[str] = c.code
         if criterion.modifier == "below":
@@ -183,14 +193,14 @@ def _value_match(criterion: Criterion, value: str, c: Any, base_url: str) -> Col
             return func.substr(value, 1, func.length(code)) == code
         return code == value
     if param.type == "string":
-        return _string_match(criterion, value)
+        return _string_match(criterion, value, c)
     if param.type == "date":
         return _date_match(c.low, c.high, value, param.code)
     if param.type == "reference":
         if criterion.modifier == "identifier":
-            return _token_match(value)
-        return _reference_match(criterion, value, base_url)
-    return _quantity_match(value, param.code)
+            return _token_match(value, c)
+        return _reference_match(criterion, value, base_url, c)
+    return _quantity_match(value, param.code, c)
 
 
 def _resource_row(resource_type: str, criterion: Criterion, id_col: Any) -> ColumnElement[bool]:
@@ -253,6 +263,53 @@ def condition(
     if not criterion.param.indexed:
         return _resource_row(resource_type, criterion, id_col)
     return _indexed(resource_type, criterion, id_col, base_url)
+
+
+def _on_index(criterion: Criterion) -> bool:
+    """Tested on the index tables (everything but _id and _lastUpdated, resource columns)."""
+    return criterion.has is not None or criterion.chain is not None or criterion.param.indexed
+
+
+def _drives(criterion: Criterion) -> bool:
+    """A plain criterion whose matches are rows of one index table."""
+    return (
+        criterion.has is None
+        and criterion.chain is None
+        and criterion.param.indexed
+        and criterion.modifier not in ("missing", "not")
+    )
+
+
+def conditions(
+    resource_type: str, criteria: Sequence[Criterion], id_col: Any, base_url: str
+) -> list[ColumnElement[bool]]:
+    """Every criterion of a search, as SQL about the resource whose id is ``id_col``.
+
+    With two or more criteria on the index tables, the first plain one drives: ``id_col IN
+    (SELECT resource_id FROM <its table> WHERE <its match> AND <the others, about that
+    resource_id>)``. Correlated with ``id_col`` one by one, a second criterion is tested only
+    after the resource row is read (PostgreSQL joins a semi-join after the relation its
+    condition names), so ``Task?owner=X&status=requested`` read every Task the owner ever had;
+    this way the index tables are intersected first and only the matches' rows are read.
+    """
+    indexed = [c for c in criteria if _on_index(c)]
+    driver = next((c for c in indexed if _drives(c)), None)
+    if driver is None or len(indexed) < 2:
+        return [condition(resource_type, c, id_col, base_url) for c in criteria]
+    table, code = _index_table(driver)
+    rows = table.alias()  # so that the others' subqueries on the same table are their own
+    ids = select(rows.c.resource_id).where(
+        rows.c.resource_type == resource_type,
+        rows.c.param == code,
+        or_(*(_value_match(driver, value, rows.c, base_url) for value in driver.values)),
+        *(
+            condition(resource_type, c, rows.c.resource_id, base_url)
+            for c in indexed
+            if c is not driver
+        ),
+    )
+    own_columns = [c for c in criteria if not _on_index(c)]
+    return [*(condition(resource_type, c, id_col, base_url) for c in own_columns), id_col.in_(ids)]
 
 
 # -- sorting and paging ---------------------------------------------------------------------
@@ -327,7 +384,7 @@ class SearchPage:
 
 async def run_search(conn: AsyncConnection, request: SearchRequest, base_url: str) -> SearchPage:
     where = [r.resource_type == request.resource_type, r.deleted.is_(False)]
-    where += [condition(request.resource_type, c, r.id, base_url) for c in request.criteria]
+    where += conditions(request.resource_type, request.criteria, r.id, base_url)
     total = None
     if request.summary_count or request.total:
         count = select(func.count()).select_from(resource_table).where(*where)
