@@ -39,7 +39,7 @@ async def json_body(request: Request, *, patch: bool = False) -> Any:
     require_json_body(request.headers.get("content-type"), patch=patch)
     limit = runtime(request).settings.max_body_bytes
     declared = request.headers.get("content-length")
-    if declared and declared.isdigit() and int(declared) > limit:
+    if declared and declared.isascii() and declared.isdigit() and int(declared) > limit:
         raise PayloadTooLarge(f"The body is larger than this server's limit of {limit} bytes")
     body = bytearray()
     async for chunk in request.stream():

@@ -32,6 +32,7 @@ from app.fhir.http import (
     parse_if_match,
     parse_prefer,
 )
+from app.fhir.numbers import whole_number
 from app.fhir.repository import StoredVersion
 from app.fhir.resources import SERVED
 from app.fhir.search.dates import parse_date
@@ -126,13 +127,12 @@ async def _history(request: Request, resource_type: str, resource_id: str | None
     runtime = _runtime(request)
     params = request.query_params
     count_text = params.get("_count", str(runtime.settings.default_page_size))
-    if not count_text.isdigit():
+    count = whole_number(count_text)
+    if count is None:
         raise InvalidResource("_count must be a whole number", expression=("_count",))
     since = parse_date(params["_since"], param="_since").start if "_since" in params else None
     async with audited_store(request, write=False) as store:
-        versions = await store.history(
-            resource_type, resource_id, since=since, count=int(count_text)
-        )
+        versions = await store.history(resource_type, resource_id, since=since, count=count)
     path = (
         f"{resource_type}/_history"
         if resource_id is None

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from app.fhir.errors import InvalidRequest, NotAcceptable, UnsupportedMediaType
+from app.fhir.numbers import whole_number
 
 FHIR_JSON = "application/fhir+json"
 PLAIN_JSON = "application/json"
@@ -113,11 +114,12 @@ def parse_if_match(header: str | None) -> int | None:
         return None
     value = header.strip()
     value = value.removeprefix("W/").strip('"')
-    if not value.isdigit():
+    version = whole_number(value)
+    if version is None:
         raise InvalidRequest(
             f"If-Match must name a version as W/\"n\"; got '{header}'", expression=("If-Match",)
         )
-    return int(value)
+    return version
 
 
 def etag(version_id: int) -> str:

@@ -32,6 +32,7 @@ from app.fhir.errors import (
     PreconditionFailed,
 )
 from app.fhir.hooks import WriteEvent, WriteHooks
+from app.fhir.numbers import whole_number
 from app.fhir.repository import ResourceRepository, StoredVersion
 from app.fhir.resources import instant
 from app.fhir.search.index import IndexRows, index_rows
@@ -124,9 +125,10 @@ class FhirStore:
 
     async def vread(self, resource_type: str, resource_id: str, version_id: str) -> StoredVersion:
         self.access.authorise("vread", resource_type, resource_id)
-        if not version_id.isdigit():
+        number = whole_number(version_id)
+        if number is None:
             raise NotFound(f"{resource_type}/{resource_id} has no version '{version_id}'")
-        stored = await self.repo.version(resource_type, resource_id, int(version_id))
+        stored = await self.repo.version(resource_type, resource_id, number)
         if stored is None:
             raise NotFound(f"{resource_type}/{resource_id} has no version {version_id}")
         if stored.deleted:

@@ -159,3 +159,24 @@ async def test_absurdly_nested_json_is_refused_not_a_crash(client: httpx.AsyncCl
     response = await client.post("/Patient", json=patient(extension=[nested]), headers=FHIR_JSON)
     assert response.status_code == 400
     assert "nested" in response.json()["issue"][0]["diagnostics"]
+
+
+async def test_numbers_that_are_not_plain_digits(client: httpx.AsyncClient) -> None:
+    """'²' passes str.isdigit but not int(); 2**31 does not fit a stored version id."""
+    created = await client.post("/Patient", json=patient(), headers=FHIR_JSON)
+    url = created.headers["Location"].split("/_history")[0]
+    for version in ("%C2%B2", "2147483648", "99999999999999999999"):
+        response = await client.get(f"{url}/_history/{version}")
+        assert response.status_code == 404, version
+        assert issues(response.json())[0][0] == "not-found"
+    for params in ({"_count": "²"}, {"_count": "99999999999999999999"}):
+        response = await client.get(f"{url}/_history", params=params)
+        assert response.status_code == 400, params
+        assert issues(response.json()) == [("invalid", ["_count"])]
+        response = await client.get("/Patient", params=params)
+        assert response.status_code == 400, params
+    response = await client.put(
+        url, json=patient(), headers={**FHIR_JSON, "If-Match": 'W/"\xb2"'.encode("latin-1")}
+    )
+    assert response.status_code == 400
+    assert issues(response.json())[0][1] == ["If-Match"]

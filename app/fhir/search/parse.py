@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from app.fhir.errors import InvalidRequest
+from app.fhir.numbers import whole_number
 from app.fhir.resources import SERVED
 from app.fhir.search.registry import SearchParameter, parameters_for
 
@@ -173,9 +174,10 @@ def _include(resource_type: str, name: str, value: str, *, reverse: bool) -> Inc
 def _result(request: SearchRequest, name: str, value: str, max_count: int) -> None:
     base = name.split(":")[0]
     if base == "_count":
-        if not value.isdigit():
+        count = whole_number(value)
+        if count is None:
             raise InvalidRequest("_count must be a whole number", expression=("_count",))
-        request.count = min(int(value), max_count)
+        request.count = min(count, max_count)
     elif base == "_total":
         if value not in ("none", "estimate", "accurate"):
             raise InvalidRequest("_total is none, estimate or accurate", expression=("_total",))
