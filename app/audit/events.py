@@ -115,12 +115,18 @@ class RequestAudit:
         self, interaction: str, resource_type: str, resource_id: str | None = None
     ) -> None:
         self.attempt = Attempt(interaction, resource_type, resource_id)
-        permission = INTERACTION_PERMISSION[interaction]
-        if self.principal is None or not permits(self.principal.scopes, resource_type, permission):
+        if not self.permits(interaction, resource_type):
+            permission = INTERACTION_PERMISSION[interaction]
             raise Forbidden(
                 f"The access token does not allow '{interaction}' on {resource_type}: it needs "
                 f"a scope such as system/{resource_type}.{permission}"
             )
+
+    def permits(self, interaction: str, resource_type: str) -> bool:
+        permission = INTERACTION_PERMISSION[interaction]
+        return self.principal is not None and permits(
+            self.principal.scopes, resource_type, permission
+        )
 
     def touched(
         self,

@@ -25,6 +25,9 @@ class Access(Protocol):
     ) -> None:
         """Raise :class:`~app.fhir.errors.Forbidden` when the caller may not do this."""
 
+    def permits(self, interaction: str, resource_type: str) -> bool:
+        """Whether the caller may do this (nothing raised, nothing recorded)."""
+
     def touched(
         self,
         interaction: str,
@@ -58,6 +61,9 @@ class OpenAccess:
         self, interaction: str, resource_type: str, resource_id: str | None = None
     ) -> None:
         return None
+
+    def permits(self, interaction: str, resource_type: str) -> bool:
+        return True
 
     def touched(
         self,

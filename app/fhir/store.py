@@ -10,7 +10,7 @@ from __future__ import annotations
 import copy
 import re
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 from urllib.parse import parse_qsl, urlencode
@@ -23,6 +23,7 @@ from app.fhir import bundles
 from app.fhir.access import OPEN_ACCESS, Access, OpenAccess, Touched
 from app.fhir.errors import (
     BusinessRuleViolation,
+    Forbidden,
     Gone,
     InvalidRequest,
     InvalidResource,
@@ -36,7 +37,7 @@ from app.fhir.numbers import whole_number
 from app.fhir.repository import ResourceRepository, StoredVersion
 from app.fhir.resources import instant
 from app.fhir.search.index import IndexRows, index_rows
-from app.fhir.search.parse import parse_search
+from app.fhir.search.parse import Criterion, parse_search
 from app.fhir.search.query import run_search
 from app.fhir.validation import validate_resource
 
@@ -160,6 +161,7 @@ class FhirStore:
             max_count=self.max_page_size,
             lenient=lenient,
         )
+        request.criteria = [self._within_access(c) for c in request.criteria]
         page = await run_search(self.repo.conn, request, self.base_url)
         # Resources brought in by _include/_revinclude are read: the caller must be allowed to.
         for included_type in sorted({included[0] for included in page.included}):
@@ -174,6 +176,24 @@ class FhirStore:
             request=request,
             now=self.clock(),
         )
+
+    def _within_access(self, criterion: Criterion) -> Criterion:
+        """A chain or ``_has`` searches other types: the caller learns about those too. A
+        chain whose reference may point at several types keeps those the caller may search
+        (``subject.identifier`` then means the Patients' identifiers to a Patient-only caller);
+        none of them, or a ``_has`` on a type it may not search, is refused."""
+        if criterion.has is not None:
+            self.access.authorise("search-type", criterion.has[0])
+        if criterion.chain is None:
+            return criterion
+        targets, inner = criterion.chain
+        allowed = tuple(t for t in targets if self.access.permits("search-type", t))
+        if not allowed:
+            raise Forbidden(
+                f"The chained parameter '{criterion.param.code}' searches {', '.join(targets)}: "
+                "the access token allows searching none of them"
+            )
+        return replace(criterion, chain=(allowed, inner))
 
     # -- writes --------------------------------------------------------------------------
 
@@ -193,8 +213,7 @@ class FhirStore:
         )
         if if_none_exist is not None:
             existing = await self.conditional_match(resource_type, if_none_exist)
-            if existing is not None:
-                self.access.touched("create", resource_type, [_touched(existing)])
+            if existing is not None:  # recorded as the search it was, not as a create
                 return WriteResult(existing, created=False)
         new_id = resource_id or str(uuid.uuid4())
         stored = await self._write(resource_type, new_id, document, None, "create")
@@ -243,6 +262,8 @@ class FhirStore:
             )
         current = await self.repo.current(resource_type, resource_id, for_update=True)
         if current is None:
+            # Update as create (FHIR's "upsert"): the caller must be allowed to create too.
+            self.access.authorise("create", resource_type, resource_id)
             if if_match is not None:
                 raise PreconditionFailed(
                     f"{resource_type}/{resource_id} does not exist, so If-Match cannot match"
@@ -330,8 +351,11 @@ class FhirStore:
     ) -> StoredVersion | None:
         """The one current resource ``query`` matches, None for no match, 412 for several.
 
+        A conditional create, update or reference is a search: the caller needs the search
+        permission on the type, and a match is recorded as what the search touched.
         ``criteria`` names where the query came from, for the error messages.
         """
+        self.access.authorise("search-type", resource_type)
         params = parse_qsl(query.lstrip("?"), keep_blank_values=True)
         if not params:
             raise InvalidRequest(f"{criteria} holds no search parameters")
@@ -347,7 +371,12 @@ class FhirStore:
             )
         if not page.rows:
             return None
-        return await self.repo.current(resource_type, page.rows[0][0])
+        match = await self.repo.current(resource_type, page.rows[0][0])
+        if match is not None:
+            self.access.touched(
+                "search-type", resource_type, [_touched(match)], query=query.lstrip("?")
+            )
+        return match
 
     async def _write(
         self,

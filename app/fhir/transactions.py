@@ -184,6 +184,8 @@ class _Processor:
 
     async def _create_target(self, entry: Entry) -> _Target:
         if entry.if_none_exist is not None:
+            # A match is answered without store.create: ask for the create permission here.
+            self.store.access.authorise("create", entry.resource_type)
             # As for POST with If-None-Exist: an invalid resource is refused even if it matches.
             validate_resource(
                 entry.resource, expected_type=entry.resource_type, chi_system=self.store.chi_system

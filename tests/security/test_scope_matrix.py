@@ -164,3 +164,145 @@ async def test_included_resources_need_read_permission(
     both = await scoped_client("system/Patient.s system/Organization.r")
     found = (await both.get(query)).json()
     assert {e["resource"]["resourceType"] for e in found["entry"]} == {"Patient", "Organization"}
+
+
+NHS = "https://fhir.nhs.uk/Id/nhs-number"
+
+
+def _observation(subject: str) -> dict[str, Any]:
+    return {
+        "resourceType": "Observation",
+        "status": "final",
+        "code": {"coding": [{"system": "http://snomed.info/sct", "code": "228273003"}]},
+        "subject": {"reference": subject},
+    }
+
+
+async def test_conditional_create_is_a_search_too(
+    client: httpx.AsyncClient, scoped_client: ScopedClient
+) -> None:
+    """A conditional create that matches answers with the existing resource: without the
+    search permission it would let a caller look people up by NHS number."""
+    await client.post("/Patient", json=patient(), headers=FHIR_JSON)
+    condition = f"identifier={NHS}|9434765919"
+    create_only = await scoped_client("system/Patient.c")
+    refused = await create_only.post(
+        "/Patient", json=patient(), headers={**FHIR_JSON, "If-None-Exist": condition}
+    )
+    assert refused.status_code == 403, refused.text
+    entry = {"resource": patient(), "request": {"method": "POST", "url": "Patient"}}
+    bundle = {"resourceType": "Bundle", "type": "transaction", "entry": [entry]}
+    entry["request"]["ifNoneExist"] = condition
+    for scopes in ("system/Task.r", "system/Patient.s", "system/Patient.c"):
+        response = await (await scoped_client(scopes)).post("/", json=bundle, headers=FHIR_JSON)
+        assert response.status_code == 403, (scopes, response.text)
+        assert "Patient" not in response.json()["issue"][0].get("expression", [""])[0]
+    allowed = await scoped_client("system/Patient.cs")
+    matched = await allowed.post("/", json=bundle, headers=FHIR_JSON)
+    assert matched.status_code == 200, matched.text
+    assert matched.json()["entry"][0]["response"]["status"] == "200 OK"
+
+
+async def test_a_conditional_match_is_audited_as_a_search(
+    client: httpx.AsyncClient, scoped_client: ScopedClient
+) -> None:
+    created = (await client.post("/Patient", json=patient(), headers=FHIR_JSON)).json()
+    caller = await scoped_client("system/Patient.cs")
+    condition = f"identifier={NHS}|9434765919"
+    response = await caller.post(
+        "/Patient", json=patient(), headers={**FHIR_JSON, "If-None-Exist": condition}
+    )
+    assert response.status_code == 200
+    request_id = response.headers["x-request-id"]
+    events = (await client.get("/AuditEvent", params={"subtype": "search-type"})).json()
+    mine = [
+        e["resource"]
+        for e in events.get("entry", [])
+        if any(
+            x.get("what", {}).get("identifier", {}).get("value") == request_id
+            for x in e["resource"]["entity"]
+        )
+    ]
+    assert len(mine) == 1
+    patients = [
+        x["what"]["reference"] for x in mine[0]["entity"] if "reference" in x.get("what", {})
+    ]
+    assert patients == [f"Patient/{created['id']}"]
+
+
+async def test_a_conditional_reference_needs_search_on_its_type(
+    client: httpx.AsyncClient, scoped_client: ScopedClient
+) -> None:
+    await client.post("/Patient", json=patient(), headers=FHIR_JSON)
+    reference = f"Patient?identifier={NHS}|9434765919"
+    bundle = {
+        "resourceType": "Bundle",
+        "type": "transaction",
+        "entry": [
+            {
+                "resource": _observation(reference),
+                "request": {"method": "POST", "url": "Observation"},
+            }
+        ],
+    }
+    observations_only = await scoped_client("system/Observation.c")
+    refused = await observations_only.post("/", json=bundle, headers=FHIR_JSON)
+    assert refused.status_code == 403, refused.text
+    both = await scoped_client("system/Observation.c system/Patient.s")
+    assert (await both.post("/", json=bundle, headers=FHIR_JSON)).status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("query", "other"),
+    [
+        ("/Observation?patient.identifier=https://fhir.nhs.uk/Id/nhs-number|9434765919", "Patient"),
+        ("/Patient?_has:Observation:subject:code=228273003", "Observation"),
+    ],
+)
+async def test_chains_and_has_need_search_on_the_type_they_reach(
+    client: httpx.AsyncClient, scoped_client: ScopedClient, query: str, other: str
+) -> None:
+    person = (await client.post("/Patient", json=patient(), headers=FHIR_JSON)).json()
+    await client.post(
+        "/Observation", json=_observation(f"Patient/{person['id']}"), headers=FHIR_JSON
+    )
+    searched = query.split("?")[0].strip("/")
+    alone = await scoped_client(f"system/{searched}.rs")
+    refused = await alone.get(query)
+    assert refused.status_code == 403, refused.text
+    assert other in refused.json()["issue"][0]["diagnostics"]
+    both = await scoped_client(f"system/{searched}.rs system/{other}.s")
+    found = await both.get(query)
+    assert found.status_code == 200
+    assert found.json()["total"] == 1
+
+
+async def test_update_as_create_needs_create(scoped_client: ScopedClient) -> None:
+    document = patient()
+    document["id"] = "made-by-put"
+    update_only = await scoped_client("system/Patient.u")
+    refused = await update_only.put("/Patient/made-by-put", json=document, headers=FHIR_JSON)
+    assert refused.status_code == 403
+    upsert = await scoped_client("system/Patient.cu")
+    created = await upsert.put("/Patient/made-by-put", json=document, headers=FHIR_JSON)
+    assert created.status_code == 201
+
+
+async def test_a_chain_to_several_types_keeps_those_the_caller_may_search(
+    client: httpx.AsyncClient, scoped_client: ScopedClient
+) -> None:
+    person = (await client.post("/Patient", json=patient(), headers=FHIR_JSON)).json()
+    await client.post(
+        "/Observation", json=_observation(f"Patient/{person['id']}"), headers=FHIR_JSON
+    )
+    query = f"/Observation?subject.identifier={NHS}|9434765919"
+    observations = await scoped_client("system/Observation.rs")
+    narrowed = await observations.get(query)
+    assert narrowed.status_code == 200
+    assert narrowed.json()["total"] == 0  # the Patients were not searched
+    with_patients = await scoped_client("system/Observation.rs system/Patient.s")
+    assert (await with_patients.get(query)).json()["total"] == 1
+    tasks = await scoped_client("system/Task.s")
+    refused = await tasks.get("/Task?owner.name=Leith")
+    assert refused.status_code == 403
+    assert "none of them" in refused.json()["issue"][0]["diagnostics"]
