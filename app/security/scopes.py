@@ -88,19 +88,48 @@ def permits(scopes: frozenset[str], resource_type: str, permission: str) -> bool
 
 
 def narrow(requested: Iterable[str], allowed: Iterable[str]) -> list[str]:
-    """The requested scopes that an allowed scope covers, in the order requested.
+    """The intersection of the requested and the allowed scopes, in the order requested.
 
-    Scopes outside FHIR resource access (``launch``, ``openid``) are never granted here.
+    A requested scope an allowed one covers is granted as written (v1 forms included); one
+    that is only partly allowed is narrowed to what is (``system/*.rs`` asked for by a client
+    allowed ``system/Patient.read`` gives ``system/Patient.rs``). A scope already covered by
+    one granted before it is left out. Scopes outside FHIR resource access (``launch``,
+    ``openid``) are never granted here.
     """
     allowed = list(allowed)
     allowed_scopes = [s for s in (parse_scope(a) for a in allowed) if s is not None]
-    granted = []
+    granted: list[str] = []
+    granted_scopes: list[Scope] = []
     for text in requested:
         if text in OPERATION_SCOPES:
-            if text in allowed:
+            if text in allowed and text not in granted:
                 granted.append(text)
             continue
         scope = parse_scope(text)
-        if scope is not None and any(a.covers(scope) for a in allowed_scopes):
-            granted.append(text)
+        if scope is None:
+            continue
+        if any(a.covers(scope) for a in allowed_scopes):
+            candidates = [(text, scope)]
+        else:
+            candidates = [_intersection(scope, a) for a in allowed_scopes]
+        for candidate in candidates:
+            if candidate is None or any(g.covers(candidate[1]) for g in granted_scopes):
+                continue
+            granted.append(candidate[0])
+            granted_scopes.append(candidate[1])
     return granted
+
+
+def _intersection(requested: Scope, allowed: Scope) -> tuple[str, Scope] | None:
+    if "*" not in (requested.resource_type, allowed.resource_type) and (
+        requested.resource_type != allowed.resource_type
+    ):
+        return None
+    resource_type = (
+        allowed.resource_type if requested.resource_type == "*" else requested.resource_type
+    )
+    permissions = requested.permissions & allowed.permissions
+    if not permissions:
+        return None
+    letters = "".join(p for p in PERMISSION_ORDER if p in permissions)
+    return f"system/{resource_type}.{letters}", Scope(resource_type, permissions)

@@ -56,6 +56,17 @@ def test_permits_by_type_and_wildcard() -> None:
 def test_narrow_grants_only_what_is_allowed() -> None:
     allowed = ["system/Task.cruds", "system/Patient.read"]
     requested = ["system/Task.rs", "system/Patient.rs", "system/Patient.c", "system/*.r", "openid"]
+    # system/Patient.c is not allowed at all; system/*.r is covered by what came before it
     assert narrow(requested, allowed) == ["system/Task.rs", "system/Patient.rs"]
     assert narrow(["system/Task.read"], ["system/*.cruds"]) == ["system/Task.read"]
-    assert narrow(["system/*.cruds"], ["system/Task.cruds"]) == []
+
+
+def test_narrow_is_an_intersection() -> None:
+    """What is asked for and only partly allowed is granted as far as it is allowed."""
+    assert narrow(["system/*.cruds"], ["system/Task.cruds"]) == ["system/Task.cruds"]
+    allowed = ["system/Patient.read", "system/Task.cruds"]
+    assert narrow(["system/*.rs"], allowed) == ["system/Patient.rs", "system/Task.rs"]
+    assert narrow(["system/Patient.cruds"], allowed) == ["system/Patient.rs"]
+    assert narrow(["system/*.read"], ["system/Patient.rs"]) == ["system/Patient.rs"]
+    assert narrow(["system/Patient.c"], allowed) == []
+    assert narrow(["system/*.d", "system/Task.d"], allowed) == ["system/Task.d"]

@@ -212,6 +212,13 @@ async def test_granted_scopes_are_the_requested_ones_the_client_is_allowed(
     principal = runtime.tokens.verify_access_token(response.json()["access_token"])
     assert principal.scopes == frozenset({"system/Patient.read", "system/Task.rs"})
 
+    # Asked for more than it may have, a client gets the intersection, not a refusal.
+    wide = await request_token(
+        http, assertion(key, client_id="ehr", now=clock()), scope="system/*.rs"
+    )
+    assert wide.status_code == 200, wide.text
+    assert wide.json()["scope"] == "system/Patient.rs system/Task.rs"
+
 
 async def test_no_allowed_scope_is_invalid_scope(
     http: httpx.AsyncClient, runtime: Runtime, clock: FrozenClock, keys: dict[str, Key]
