@@ -38,6 +38,8 @@ def logging_config(level: str) -> dict[str, Any]:
             # uvicorn's access log prints paths with query strings: never enabled.
             "uvicorn.access": {"handlers": [], "level": "CRITICAL", "propagate": False},
         },
+        # Libraries (SQLAlchemy, asyncpg, httpx) log warnings through the root: JSON too.
+        "root": {"handlers": ["stderr"], "level": "WARNING"},
     }
 
 

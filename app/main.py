@@ -103,6 +103,7 @@ class CatchAllErrors:
                 type(error).__name__,
                 scope.get("method"),
                 getattr(route, "path", "?"),
+                extra={"request_id": scope.get("state", {}).get("request_id")},
             )
             if started:
                 return

@@ -4,6 +4,7 @@ request's audit trail opened, written with its transaction and, on failure, on i
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -14,9 +15,9 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from app.api.edge import runtime as _runtime
 from app.audit.events import Attempt, RequestAudit
-from app.config import Settings
+from app.config import Settings, is_loopback
 from app.db import transaction
-from app.fhir.errors import Unauthenticated
+from app.fhir.errors import Forbidden, Unauthenticated
 from app.fhir.store import FhirStore
 from app.security.principal import Principal
 from app.security.tokens import InvalidToken
@@ -54,9 +55,11 @@ async def caller(
             request.path_params.get("resource_type"),
             request.path_params.get("resource_id"),
         ),
+        query=request.url.query or None,
     )
     request.state.audit = audit
     if runtime.settings.auth == "off":
+        _require_loopback(request)
         audit.principal = LOCAL_OPERATOR
         request.state.client_id = LOCAL_OPERATOR.client_id
         return
@@ -78,6 +81,28 @@ async def caller(
     request.state.client_id = audit.principal.client_id
 
 
+def _require_loopback(request: Request) -> None:
+    """Settings refuse WAYMARK_AUTH=off for a non-loopback WAYMARK_HOST, but a server can be
+    started another way (``uvicorn --host 0.0.0.0``): the address the request really came in
+    on decides."""
+    server = request.scope.get("server")
+    host = server[0] if server else None
+    if host is not None and _is_ip(host) and not is_loopback(host):
+        log.error("authentication is off but the server is bound to a non-loopback address")
+        raise Forbidden(
+            "Authentication is off on this server, which is allowed only on a loopback "
+            "address: nothing is served on this one"
+        )
+
+
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
 @asynccontextmanager
 async def audited_store(request: Request, *, write: bool) -> AsyncIterator[FhirStore]:
     """The request's one transaction, with a store that checks the caller's scopes; the
@@ -90,6 +115,14 @@ async def audited_store(request: Request, *, write: bool) -> AsyncIterator[FhirS
         store = runtime.store(conn, access=audit)
         yield store
         await audit.write(store)
+
+
+def note_interaction(request: Request, interaction: str) -> None:
+    """Name what the request turned out to be (a batch rather than a transaction), for the
+    AuditEvent of a refusal before any entry ran."""
+    audit: RequestAudit | None = getattr(request.state, "audit", None)
+    if audit is not None:
+        audit.attempt = Attempt(interaction, None)
 
 
 async def record_failure(request: Request, *, status: int, reason: str) -> None:

@@ -13,7 +13,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
 from app.api import edge
-from app.api.access import audited_store
+from app.api.access import audited_store, note_interaction
 from app.fhir import transactions
 from app.fhir.bundle_entries import BUNDLE_TYPES, METHODS, parse_bundle
 from app.fhir.http import parse_prefer
@@ -95,6 +95,8 @@ async def transaction_or_batch(request: Request) -> Response:
     document = await edge.json_body(request)
     runtime = edge.runtime(request)
     settings = runtime.settings
+    if isinstance(document, dict) and document.get("type") == "batch":
+        note_interaction(request, "batch")  # the route's own name is "transaction"
     bundle = parse_bundle(
         document, max_entries=settings.max_bundle_entries, base_url=settings.base_url
     )

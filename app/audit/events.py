@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
+from urllib.parse import parse_qsl, urlencode
 
 import orjson
 
@@ -42,7 +43,7 @@ _ACTION = {
     "patch": "U",
     "delete": "D",
 }  # searches, history of a type, transactions and batches: E (execute)
-_QUERIES = frozenset({"search-type", "history-type"})
+_QUERIES = frozenset({"search-type", "search-type-post", "history-type"})
 _DCM = "http://dicom.nema.org/resources/ontology/DCM"
 _SOURCE_ROLE = {"system": _DCM, "code": "110153", "display": "Source Role ID"}
 _DESTINATION_ROLE = {"system": _DCM, "code": "110152", "display": "Destination Role ID"}
@@ -101,6 +102,8 @@ class RequestAudit:
     clock: Clock
     client_address: str | None = None
     attempt: Attempt | None = None
+    #: The request's query string, recorded as the query entity of a refused search.
+    query: str | None = None
     done: list[_Done] = field(default_factory=list)
     #: Interactions that failed without failing the request (entries of a batch).
     failures: list[tuple[Attempt, int, str]] = field(default_factory=list)
@@ -180,6 +183,9 @@ class RequestAudit:
             event["entity"].insert(0, {"what": {"reference": reference}, **_RESOURCE_ENTITY})
             if attempt.resource_type == "Patient":
                 event["entity"].insert(0, {"what": {"reference": reference}, **_PATIENT_ENTITY})
+        elif attempt.interaction in _QUERIES and attempt.resource_type is not None:
+            query = f"{attempt.resource_type}?{_normalised(self.query)}"
+            event["entity"].insert(0, {**_QUERY_ENTITY, "query": _base64(query)})
         return event
 
     def _events(self, done: _Done, recorded: datetime) -> list[dict[str, Any]]:
@@ -287,6 +293,11 @@ def _version_of(content: bytes | None) -> str | None:
     meta = orjson.loads(content).get("meta") or {}
     version = meta.get("versionId")
     return version if isinstance(version, str) else None
+
+
+def _normalised(query: str | None) -> str:
+    """A query string encoded as the successful searches' entities record it."""
+    return urlencode(parse_qsl(query or "", keep_blank_values=True))
 
 
 def _base64(text: str) -> str:

@@ -108,6 +108,7 @@ def narrow(requested: Iterable[str], allowed: Iterable[str]) -> list[str]:
         scope = parse_scope(text)
         if scope is None:
             continue
+        candidates: list[tuple[str, Scope] | None]
         if any(a.covers(scope) for a in allowed_scopes):
             candidates = [(text, scope)]
         else:

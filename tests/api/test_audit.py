@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 from collections.abc import Awaitable, Callable
 from typing import Any
+from urllib.parse import urlencode
 
 import httpx
 import pytest
@@ -111,6 +112,53 @@ async def test_refused_and_failed_interactions_are_recorded(
     assert _subtype(failures["r-403"]) == "create"
     who = next(a for a in failures["r-401"]["agent"] if a["requestor"])["who"]
     assert "identifier" not in who  # nobody was identified
+
+
+async def test_a_refused_search_records_its_query_and_a_refused_batch_is_a_batch(
+    client: httpx.AsyncClient, scoped_client: ScopedClient
+) -> None:
+    reader = await scoped_client("system/Patient.r")
+    query = f"identifier={NHS}|9434765919"
+    refused = await reader.get(f"/Patient?{query}", headers={"X-Request-ID": "s-403"})
+    assert refused.status_code == 403
+    oversized = {"resourceType": "Bundle", "type": "batch", "entry": [{}] * 5000}
+    too_big = await reader.post("/", json=oversized, headers={**FHIR_JSON, "X-Request-ID": "b-413"})
+    assert too_big.status_code == 413
+    failures = {_request_id(e): e for e in await _events(client, "outcome=4")}
+    search = failures["s-403"]
+    assert _subtype(search) == "search-type"
+    recorded = next(e["query"] for e in search["entity"] if "query" in e)
+    expected = f"Patient?{urlencode({'identifier': f'{NHS}|9434765919'})}"
+    assert base64.b64decode(recorded).decode() == expected  # as a successful search records it
+    assert _subtype(failures["b-413"]) == "batch"
+
+
+async def test_every_rest_interaction_has_its_subtype_and_action(
+    client: httpx.AsyncClient,
+) -> None:
+    created = (await client.post("/Patient", json=patient(), headers=FHIR_JSON)).json()
+    url = f"/Patient/{created['id']}"
+    patch = [{"op": "add", "path": "/active", "value": True}]
+    calls: dict[str, Callable[[], Awaitable[httpx.Response]]] = {
+        "vread": lambda: client.get(f"{url}/_history/1"),
+        "update": lambda: client.put(
+            url, json={**patient(), "id": created["id"]}, headers=FHIR_JSON
+        ),
+        "patch": lambda: client.patch(
+            url, json=patch, headers={"Content-Type": "application/json-patch+json"}
+        ),
+        "history-instance": lambda: client.get(f"{url}/_history"),
+        "history-type": lambda: client.get("/Patient/_history"),
+    }
+    actions = {"vread": "R", "update": "U", "patch": "U", "history-instance": "R"}
+    for subtype, call in calls.items():
+        response = await call()
+        assert response.status_code < 300, (subtype, response.text)
+        events = await _events(client, f"subtype={subtype}")
+        mine = [e for e in events if _request_id(e) == response.headers["x-request-id"]]
+        assert mine, subtype  # history: one event per version returned
+        assert {e["action"] for e in mine} == {actions.get(subtype, "E")}
+        assert f"Patient/{created['id']}" in _entities(mine[0])
 
 
 async def test_a_failed_transaction_leaves_only_its_failure_recorded(

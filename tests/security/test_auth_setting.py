@@ -37,6 +37,11 @@ async def test_auth_off_warns_and_lets_the_local_operator_in(
             assert response.status_code == 200
             statement = (await http.get("/metadata")).json()
             assert "security" not in statement["rest"][0]
+        # Started another way on a public address (uvicorn --host 0.0.0.0), it serves nothing.
+        async with httpx.AsyncClient(transport=transport, base_url="http://10.1.2.3") as http:
+            refused = await http.get("/Patient")
+            assert refused.status_code == 403
+            assert "loopback" in refused.json()["issue"][0]["diagnostics"]
 
 
 async def test_request_ids_are_echoed_or_made(anonymous: httpx.AsyncClient) -> None:
