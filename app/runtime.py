@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from app.audit.trail import AuditTrail
 from app.clock import Clock, system_clock
 from app.config import Settings
 from app.fhir.access import OPEN_ACCESS, Access
@@ -27,10 +28,13 @@ class Runtime:
     token_clock: Clock = system_clock
     #: Made from the settings; reads its signing key on first use, so making it is cheap.
     tokens: TokenService = field(init=False)
+    #: Where the AuditEvents of reads and refusals are written, in batches.
+    audit_trail: AuditTrail = field(init=False)
 
     def __post_init__(self) -> None:
         # The tokens follow token_clock, even when a test replaces it later.
         self.tokens = TokenService.from_settings(self.settings, clock=lambda: self.token_clock())
+        self.audit_trail = AuditTrail(self.engine, self.store)
 
     def store(self, conn: AsyncConnection, access: Access = OPEN_ACCESS) -> FhirStore:
         """The store on ``conn``; ``access`` authorises and records a caller's interactions

@@ -56,6 +56,7 @@ async def caller(
             request.path_params.get("resource_id"),
         ),
         query=request.url.query or None,
+        operation=getattr(route, "name", None) if _is_operation(request) else None,
     )
     request.state.audit = audit
     if runtime.settings.auth == "off":
@@ -79,6 +80,12 @@ async def caller(
             },
         ) from error
     request.state.client_id = audit.principal.client_id
+
+
+def _is_operation(request: Request) -> bool:
+    """Operations' paths name them with a '$' (/Patient/{resource_id}/$pathway)."""
+    route = request.scope.get("route")
+    return "$" in getattr(route, "path", "")
 
 
 def _require_loopback(request: Request) -> None:
@@ -105,16 +112,18 @@ def _is_ip(host: str) -> bool:
 
 @asynccontextmanager
 async def audited_store(request: Request, *, write: bool) -> AsyncIterator[FhirStore]:
-    """The request's one transaction, with a store that checks the caller's scopes; the
-    AuditEvents of what it did are written on the same transaction before it commits."""
+    """The request's one transaction, with a store that checks the caller's scopes. A write's
+    AuditEvents are written on its transaction before it commits; a read's join the audit
+    trail's next batch (app/audit/trail.py), committed before the response is sent."""
     runtime = _runtime(request)
     audit: RequestAudit = request.state.audit
-    # On SQLite the AuditEvent makes every request a writer: take the write lock up front
-    # rather than upgrading a read transaction (which can fail under concurrent writers).
-    async with transaction(runtime.engine, write=write or runtime.settings.is_sqlite) as conn:
+    async with transaction(runtime.engine, write=write) as conn:
         store = runtime.store(conn, access=audit)
         yield store
-        await audit.write(store)
+        if write:
+            await audit.write(store)
+    if not write:
+        await runtime.audit_trail.write(audit.documents())
 
 
 def note_interaction(request: Request, interaction: str) -> None:
@@ -127,15 +136,14 @@ def note_interaction(request: Request, interaction: str) -> None:
 
 async def record_failure(request: Request, *, status: int, reason: str) -> None:
     """Record a refused or failed interaction. The request's transaction has been rolled
-    back, so this is a transaction of its own; failing to record is logged, not raised,
-    so that the caller still gets the original error."""
+    back, so this goes through the audit trail's own transactions; failing to record is
+    logged, not raised, so that the caller still gets the original error."""
     audit: RequestAudit | None = getattr(request.state, "audit", None)
     if audit is None:
         return
     runtime = _runtime(request)
     try:
-        async with transaction(runtime.engine, write=True) as conn:
-            await audit.write_failure(runtime.store(conn), status=status, reason=reason)
+        await runtime.audit_trail.write([audit.failure_document(status=status, reason=reason)])
     except Exception as error:
         log.error("could not record a failed interaction: %s", type(error).__name__)
 

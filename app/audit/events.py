@@ -19,7 +19,7 @@ from urllib.parse import parse_qsl, urlencode
 
 import orjson
 
-from app.canonical import CLIENT_ID_SYSTEM
+from app.canonical import CLIENT_ID_SYSTEM, WAYMARK
 from app.clock import Clock
 from app.fhir.access import Touched
 from app.fhir.errors import Forbidden
@@ -43,6 +43,14 @@ _ACTION = {
     "patch": "U",
     "delete": "D",
 }  # searches, history of a type, transactions and batches: E (execute)
+#: The codes of http://hl7.org/fhir/restful-interaction; anything else is an operation's name.
+_RESTFUL_INTERACTIONS = frozenset(
+    {
+        "read", "vread", "update", "patch", "delete", "history-instance", "history-type",
+        "history-system", "create", "search-type", "search-system", "capabilities",
+        "transaction", "batch", "operation",
+    }
+)  # fmt: skip
 _QUERIES = frozenset({"search-type", "search-type-post", "history-type"})
 _DCM = "http://dicom.nema.org/resources/ontology/DCM"
 _SOURCE_ROLE = {"system": _DCM, "code": "110153", "display": "Source Role ID"}
@@ -104,6 +112,9 @@ class RequestAudit:
     attempt: Attempt | None = None
     #: The request's query string, recorded as the query entity of a refused search.
     query: str | None = None
+    #: The operation the request invokes ($pathway: "pathway"), recorded as one AuditEvent
+    #: naming everything the operation touched, rather than an event per read inside it.
+    operation: str | None = None
     done: list[_Done] = field(default_factory=list)
     #: Interactions that failed without failing the request (entries of a batch).
     failures: list[tuple[Attempt, int, str]] = field(default_factory=list)
@@ -154,22 +165,29 @@ class RequestAudit:
 
     # -- writing the trail ---------------------------------------------------------------------
 
-    async def write(self, store: FhirStore) -> None:
-        """Store the AuditEvents of what succeeded, on the request's own transaction."""
+    def documents(self) -> list[dict[str, Any]]:
+        """The AuditEvents of what was done and of what failed without failing the request
+        (batch entries), once: recording them empties the list."""
         recorded = self.clock()
-        for done in self.done:
-            for event in self._events(done, recorded):
-                await store.create_trusted("AuditEvent", event)
-        for attempt, status, reason in self.failures:
-            await store.create_trusted("AuditEvent", self._failure(attempt, status, reason))
+        if self.operation is not None and self.done:
+            documents = [self._operation_event(recorded)]
+        else:
+            documents = [event for done in self.done for event in self._events(done, recorded)]
+        documents += [self._failure(*failure) for failure in self.failures]
         self.done.clear()
         self.failures.clear()
+        return documents
 
-    async def write_failure(self, store: FhirStore, *, status: int, reason: str) -> None:
-        """Store the AuditEvent of a refused or failed request (on a new transaction: the
-        request's own was rolled back, and whatever it had done with it)."""
+    async def write(self, store: FhirStore) -> None:
+        """Store the AuditEvents of what succeeded, on the request's own transaction."""
+        await store.create_trusted("AuditEvent", self.documents())
+
+    def failure_document(self, *, status: int, reason: str) -> dict[str, Any]:
+        """The AuditEvent of a refused or failed request."""
         attempt = self.attempt or Attempt("operation", None)
-        await store.create_trusted("AuditEvent", self._failure(attempt, status, reason))
+        if self.operation is not None:  # whatever inside it failed, the operation did
+            attempt = Attempt(self.operation, attempt.resource_type, attempt.resource_id)
+        return self._failure(attempt, status, reason)
 
     def _failure(self, attempt: Attempt, status: int, reason: str) -> dict[str, Any]:
         event = self._event(
@@ -186,6 +204,18 @@ class RequestAudit:
         elif attempt.interaction in _QUERIES and attempt.resource_type is not None:
             query = f"{attempt.resource_type}?{_normalised(self.query)}"
             event["entity"].insert(0, {**_QUERY_ENTITY, "query": _base64(query)})
+        return event
+
+    def _operation_event(self, recorded: datetime) -> dict[str, Any]:
+        assert self.operation is not None
+        event = self._event(self.operation, recorded)
+        touched = [t for done in self.done for t in done.touched]
+        versions = sorted({_reference(*t) for t in touched})
+        patients = sorted({p for t in touched for p in patients_of(*t)})
+        event["entity"][:0] = [
+            *({"what": {"reference": p}, **_PATIENT_ENTITY} for p in patients),
+            *({"what": {"reference": v}, **_RESOURCE_ENTITY} for v in versions),
+        ]
         return event
 
     def _events(self, done: _Done, recorded: datetime) -> list[dict[str, Any]]:
@@ -205,8 +235,7 @@ class RequestAudit:
         events = []
         for resource_type, resource_id, content in done.touched:
             event = self._event(done.interaction, recorded)
-            version = _version_of(content)
-            what = f"{resource_type}/{resource_id}" + (f"/_history/{version}" if version else "")
+            what = _reference(resource_type, resource_id, content)
             entities = [{"what": {"reference": what}, **_RESOURCE_ENTITY}]
             entities += [
                 {"what": {"reference": patient}, **_PATIENT_ENTITY}
@@ -225,6 +254,12 @@ class RequestAudit:
         description: str | None = None,
     ) -> dict[str, Any]:
         subtype = "search-type" if interaction == "search-type-post" else interaction
+        subtypes = [{"system": _INTERACTION_SYSTEM, "code": subtype}]
+        if subtype not in _RESTFUL_INTERACTIONS:  # an operation: say which, as BALP does
+            subtypes = [
+                {"system": _INTERACTION_SYSTEM, "code": "operation"},
+                {"system": f"{WAYMARK}/OperationDefinition", "code": subtype},
+            ]
         client: dict[str, Any] = {
             "type": {"coding": [_SOURCE_ROLE]},
             "who": (
@@ -239,7 +274,7 @@ class RequestAudit:
         event: dict[str, Any] = {
             "resourceType": "AuditEvent",
             "type": _EVENT_TYPE,
-            "subtype": [{"system": _INTERACTION_SYSTEM, "code": subtype}],
+            "subtype": subtypes,
             "action": _ACTION.get(subtype, "E"),
             "recorded": instant(recorded),
             "outcome": outcome,
@@ -285,6 +320,12 @@ def patients_of(resource_type: str, resource_id: str, content: bytes | None) -> 
             if isinstance(text, str) and "Patient/" in text:
                 found.add("Patient/" + text.split("Patient/", 1)[1].split("/")[0])
     return found
+
+
+def _reference(resource_type: str, resource_id: str, content: bytes | None) -> str:
+    """The version touched, as a reference (``Type/id/_history/n``; ``Type/id`` if unknown)."""
+    version = _version_of(content)
+    return f"{resource_type}/{resource_id}" + (f"/_history/{version}" if version else "")
 
 
 def _version_of(content: bytes | None) -> str | None:

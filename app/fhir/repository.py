@@ -156,6 +156,23 @@ class ResourceRepository:
         await self.conn.execute(insert(version_table), _version_values(stored))
         await self._insert_index(stored, index)
 
+    async def insert_many(self, items: Sequence[tuple[StoredVersion, IndexRows]]) -> None:
+        """Write the first versions of several resources and their index rows: on PostgreSQL
+        one statement, however many (the AuditEvents of many requests, written together)."""
+        if self.is_postgres:
+            parameters = _pg_many_parameters(items)
+            driver = self._driver()
+            if driver is not None:
+                await driver.execute(_NATIVE_MANY.sql, *_NATIVE_MANY.arguments(parameters))
+            else:
+                await self.conn.execute(_PG_CREATE_MANY, parameters)
+            return
+        await self.conn.execute(insert(resource_table), [_resource_values(s) for s, _ in items])
+        await self.conn.execute(insert(version_table), [_version_values(s) for s, _ in items])
+        for table, rows in _index_values(items).items():
+            if rows:
+                await self.conn.execute(insert(table), rows)
+
     async def replace(
         self, stored: StoredVersion, index: IndexRows, *, previous_version: int
     ) -> bool:
@@ -198,38 +215,9 @@ class ResourceRepository:
         return True
 
     async def _insert_index(self, stored: StoredVersion, index: IndexRows) -> None:
-        key = {"resource_type": stored.resource_type, "resource_id": stored.id}
-        batches = (
-            (
-                search_token,
-                [{**key, "param": p, "system": s, "code": c} for p, s, c in index.tokens],
-            ),
-            (
-                search_string,
-                [{**key, "param": p, "value": v, "exact": e} for p, v, e in index.strings],
-            ),
-            (
-                search_reference,
-                [
-                    {**key, "param": p, "target_type": t, "target_id": i}
-                    for p, t, i in index.references
-                ],
-            ),
-            (
-                search_date,
-                [{**key, "param": p, "low": lo, "high": hi} for p, lo, hi in index.dates],
-            ),
-            (
-                search_quantity,
-                [
-                    {**key, "param": p, "value": v, "system": s, "code": c}
-                    for p, v, s, c in index.quantities
-                ],
-            ),
-        )
-        for table, values in batches:
-            if values:
-                await self.conn.execute(insert(table), values)
+        for table, rows in _index_values([(stored, index)]).items():
+            if rows:
+                await self.conn.execute(insert(table), rows)
 
     async def history(
         self,
@@ -331,6 +319,32 @@ def _version_values(stored: StoredVersion) -> dict[str, object]:
     return {**_resource_values(stored), "method": stored.method}
 
 
+def _index_values(
+    items: Sequence[tuple[StoredVersion, IndexRows]],
+) -> dict[Table, list[dict[str, object]]]:
+    """The index rows of ``items``, as insert values per index table."""
+    rows: dict[Table, list[dict[str, object]]] = {table: [] for table in INDEX_TABLES}
+    for stored, index in items:
+        key = {"resource_type": stored.resource_type, "resource_id": stored.id}
+        rows[search_token] += [
+            {**key, "param": p, "system": s, "code": c} for p, s, c in index.tokens
+        ]
+        rows[search_string] += [
+            {**key, "param": p, "value": v, "exact": e} for p, v, e in index.strings
+        ]
+        rows[search_reference] += [
+            {**key, "param": p, "target_type": t, "target_id": i} for p, t, i in index.references
+        ]
+        rows[search_date] += [
+            {**key, "param": p, "low": lo, "high": hi} for p, lo, hi in index.dates
+        ]
+        rows[search_quantity] += [
+            {**key, "param": p, "value": v, "system": s, "code": c}
+            for p, v, s, c in index.quantities
+        ]
+    return rows
+
+
 # PostgreSQL writes a version in one statement: the resource row, its history row and every
 # index row (arrays unnested), so a write costs one round trip however many rows it touches.
 # Data-modifying CTEs share one snapshot, so the index DELETEs never see the rows inserted
@@ -382,10 +396,47 @@ _PG_REPLACE = text(
 )
 
 
+# Several first versions at once: every row as arrays, each index row naming its resource.
+_PG_CREATE_MANY = text(
+    """WITH
+  ver AS (INSERT INTO resource_version
+            (resource_type, id, version_id, last_updated, deleted, method, content)
+          SELECT x.rt, x.id, 1, x.u, false, x.m, x.c
+          FROM unnest(CAST(:rts AS text[]), CAST(:ids AS text[]), CAST(:upd AS timestamptz[]),
+                      CAST(:mth AS text[]), CAST(:cnt AS bytea[])) AS x(rt, id, u, m, c)),
+  tok AS (INSERT INTO search_token (resource_type, param, system, code, resource_id)
+          SELECT x.rt, x.p, x.s, x.c, x.r
+          FROM unnest(CAST(:tok_t AS text[]), CAST(:tok_p AS text[]), CAST(:tok_s AS text[]),
+                      CAST(:tok_c AS text[]), CAST(:tok_r AS text[])) AS x(rt, p, s, c, r)),
+  str AS (INSERT INTO search_string (resource_type, param, value, exact, resource_id)
+          SELECT x.rt, x.p, x.v, x.e, x.r
+          FROM unnest(CAST(:str_t AS text[]), CAST(:str_p AS text[]), CAST(:str_v AS text[]),
+                      CAST(:str_e AS text[]), CAST(:str_r AS text[])) AS x(rt, p, v, e, r)),
+  ref AS (INSERT INTO search_reference (resource_type, param, target_type, target_id, resource_id)
+          SELECT x.rt, x.p, x.tt, x.i, x.r
+          FROM unnest(CAST(:ref_t AS text[]), CAST(:ref_p AS text[]), CAST(:ref_tt AS text[]),
+                      CAST(:ref_i AS text[]), CAST(:ref_r AS text[])) AS x(rt, p, tt, i, r)),
+  dat AS (INSERT INTO search_date (resource_type, param, low, high, resource_id)
+          SELECT x.rt, x.p, x.l, x.h, x.r
+          FROM unnest(CAST(:dat_t AS text[]), CAST(:dat_p AS text[]),
+                      CAST(:dat_l AS timestamptz[]), CAST(:dat_h AS timestamptz[]),
+                      CAST(:dat_r AS text[])) AS x(rt, p, l, h, r)),
+  qty AS (INSERT INTO search_quantity (resource_type, param, value, system, code, resource_id)
+          SELECT x.rt, x.p, x.v, x.s, x.c, x.r
+          FROM unnest(CAST(:qty_t AS text[]), CAST(:qty_p AS text[]), CAST(:qty_v AS numeric[]),
+                      CAST(:qty_s AS text[]), CAST(:qty_c AS text[]), CAST(:qty_r AS text[]))
+               AS x(rt, p, v, s, c, r))
+INSERT INTO resource (resource_type, id, version_id, last_updated, deleted, content)
+SELECT x.rt, x.id, 1, x.u, false, x.c
+FROM unnest(CAST(:rts AS text[]), CAST(:ids AS text[]), CAST(:upd AS timestamptz[]),
+            CAST(:cnt AS bytea[])) AS x(rt, id, u, c)"""
+)
+
 _NATIVE_CURRENT = _Native.of(_SELECT_CURRENT)
 _NATIVE_CURRENT_FOR_UPDATE = _Native.of(_SELECT_CURRENT_FOR_UPDATE)
 _NATIVE_CREATE = _Native.of(_PG_CREATE)
 _NATIVE_REPLACE = _Native.of(_PG_REPLACE)
+_NATIVE_MANY = _Native.of(_PG_CREATE_MANY)
 
 
 def _pg_parameters(
@@ -414,4 +465,32 @@ def _pg_parameters(
             parameters[f"{prefix}_{name}"] = column(rows, position)
     if previous_version is not None:
         parameters["previous"] = previous_version
+    return parameters
+
+
+#: Each index table's parameters in _PG_CREATE_MANY: a prefix, and (short name, column) pairs.
+_MANY_COLUMNS: dict[Table, tuple[str, tuple[tuple[str, str], ...]]] = {
+    search_token: ("tok", (("p", "param"), ("s", "system"), ("c", "code"))),
+    search_string: ("str", (("p", "param"), ("v", "value"), ("e", "exact"))),
+    search_reference: ("ref", (("p", "param"), ("tt", "target_type"), ("i", "target_id"))),
+    search_date: ("dat", (("p", "param"), ("l", "low"), ("h", "high"))),
+    search_quantity: ("qty", (("p", "param"), ("v", "value"), ("s", "system"), ("c", "code"))),
+}
+
+
+def _pg_many_parameters(items: Sequence[tuple[StoredVersion, IndexRows]]) -> dict[str, object]:
+    versions = [stored for stored, _ in items]
+    parameters: dict[str, object] = {
+        "rts": [s.resource_type for s in versions],
+        "ids": [s.id for s in versions],
+        "upd": [s.last_updated for s in versions],
+        "mth": [s.method for s in versions],
+        "cnt": [s.content for s in versions],
+    }
+    for table, rows in _index_values(items).items():
+        prefix, named = _MANY_COLUMNS[table]
+        parameters[f"{prefix}_t"] = [row["resource_type"] for row in rows]
+        parameters[f"{prefix}_r"] = [row["resource_id"] for row in rows]
+        for short, column in named:
+            parameters[f"{prefix}_{short}"] = [row[column] for row in rows]
     return parameters

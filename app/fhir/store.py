@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import re
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
@@ -220,10 +221,21 @@ class FhirStore:
         self.access.touched("create", resource_type, [_touched(stored)])
         return WriteResult(stored, created=True)
 
-    async def create_trusted(self, resource_type: str, document: dict[str, Any]) -> StoredVersion:
-        """Store a resource the server itself made (an AuditEvent), without validating it
-        again or asking the caller's access; it is indexed and versioned like any other."""
-        return await self._write(resource_type, str(uuid.uuid4()), document, None, "create")
+    async def create_trusted(
+        self, resource_type: str, documents: Sequence[dict[str, Any]]
+    ) -> list[StoredVersion]:
+        """Store resources the server itself made (AuditEvents), in one statement, without
+        validating them again or asking the caller's access; they are indexed and versioned
+        like any other. No write hooks run: a type with hooks is refused."""
+        if self.hooks.watches(resource_type):
+            raise ValueError(f"{resource_type} has write hooks: write it with create()")
+        versions = [
+            self._version(resource_type, str(uuid.uuid4()), document, 1, "create")[:2]
+            for document in documents
+        ]
+        if versions:
+            await self.repo.insert_many(versions)
+        return [stored for stored, _ in versions]
 
     async def update(
         self,
@@ -397,6 +409,27 @@ class FhirStore:
         await self.hooks.run_before(event)
         document = event.after or document
         version_id = 1 if current is None else current.version_id + 1
+        stored, index, served = self._version(
+            resource_type, resource_id, document, version_id, interaction
+        )
+        if current is None:
+            await self.repo.insert_new(stored, index)
+        else:
+            await self._replace(stored, current, index)
+        event.after = served
+        await self.hooks.run_after(event)
+        return stored
+
+    def _version(
+        self,
+        resource_type: str,
+        resource_id: str,
+        document: dict[str, Any],
+        version_id: int,
+        interaction: str,
+    ) -> tuple[StoredVersion, IndexRows, dict[str, Any]]:
+        """A version as stored and served (its id, and meta set by the server) and its index
+        rows."""
         now = self.clock()
         meta = dict(document.get("meta") or {})
         meta["versionId"] = str(version_id)
@@ -414,14 +447,7 @@ class FhirStore:
             orjson.dumps(served),
             _HTTP_METHODS.get(interaction, "PUT"),
         )
-        index = index_rows(resource_type, served, self.base_url)
-        if current is None:
-            await self.repo.insert_new(stored, index)
-        else:
-            await self._replace(stored, current, index)
-        event.after = served
-        await self.hooks.run_after(event)
-        return stored
+        return stored, index_rows(resource_type, served, self.base_url), served
 
     async def _replace(
         self, stored: StoredVersion, current: StoredVersion, index: IndexRows

@@ -161,6 +161,26 @@ async def test_every_rest_interaction_has_its_subtype_and_action(
         assert f"Patient/{created['id']}" in _entities(mine[0])
 
 
+async def test_an_operation_is_one_event_naming_it(
+    client: httpx.AsyncClient, scoped_client: ScopedClient
+) -> None:
+    pid = (await client.post("/Patient", json=patient(), headers=FHIR_JSON)).json()["id"]
+    done = await client.get(f"/Patient/{pid}/$pathway", headers={"X-Request-ID": "op-1"})
+    assert done.status_code == 200, done.text
+    nobody = await scoped_client("system/Task.rs")
+    refused = await nobody.get(f"/Patient/{pid}/$pathway", headers={"X-Request-ID": "op-2"})
+    assert refused.status_code == 403
+    events = {_request_id(e): e for e in await _events(client, "subtype=operation")}
+    operation = {"system": "https://fhir.waymark.org.uk/OperationDefinition", "code": "pathway"}
+    for request_id, outcome in (("op-1", "0"), ("op-2", "4")):
+        event = events[request_id]
+        assert event["subtype"][1] == operation
+        assert event["action"] == "E"
+        assert event["outcome"] == outcome
+    assert f"Patient/{pid}" in _entities(events["op-1"])
+    assert len([e for e in await _events(client) if _request_id(e) == "op-1"]) == 1
+
+
 async def test_a_failed_transaction_leaves_only_its_failure_recorded(
     client: httpx.AsyncClient,
 ) -> None:
