@@ -359,3 +359,40 @@ async def post_each(
 
         await asyncio.gather(*(worker() for _ in range(concurrency)))
     return round(time.monotonic() - started), statuses, errors[0] if errors else ""
+
+
+async def _connection_room(admin_url: str) -> int:
+    import asyncpg
+
+    conn = await asyncpg.connect(dsn(admin_url), timeout=10)
+    try:
+        limit = int(await conn.fetchval("SHOW max_connections"))
+        used = int(await conn.fetchval("SELECT count(*) FROM pg_stat_activity"))
+        return limit - used
+    finally:
+        await conn.close()
+
+
+def pool_for(admin_url: str, servers: int, workers: int) -> dict[str, str]:
+    """Pool settings that let ``servers`` x ``workers`` fit the PostgreSQL server's free
+    connections: none (the app's defaults, 32 + 8 overflow per worker) when they fit, else a
+    smaller pool for every server alike, with no overflow, said aloud."""
+    import asyncio
+
+    from app.config import Settings
+
+    defaults = Settings()
+    wanted = defaults.db_pool_size + defaults.db_max_overflow
+    room = asyncio.run(_connection_room(admin_url)) - 6  # this script's and a margin
+    each = room // max(1, servers * workers)
+    if each >= wanted:
+        return {}
+    print(
+        f"   WARNING: {room} free PostgreSQL connections for {servers} x {workers} workers: "
+        f"each worker's pool is {each} (no overflow) instead of the app's "
+        f"{defaults.db_pool_size} + {defaults.db_max_overflow}",
+        flush=True,
+    )
+    if each < 4:
+        raise crud.BenchError("too few free PostgreSQL connections to run the benchmark")
+    return {"WAYMARK_DB_POOL_SIZE": str(each), "WAYMARK_DB_MAX_OVERFLOW": "0"}
