@@ -67,8 +67,8 @@ class Rates:
         self.first_guess = first_guess
         self.best: dict[str, float] = {}
 
-    def need(self, scenario: str, seconds: int) -> int:
-        rate = self.best.get(scenario, self.first_guess)
+    def need(self, scenario: str, seconds: int, guess: float | None = None) -> int:
+        rate = self.best.get(scenario, guess or self.first_guess)
         return math.ceil(2 * rate * seconds) + 500
 
     def note(self, run: Run) -> None:
@@ -158,7 +158,9 @@ class Bench:
         return self._args(ids=prefix, template=str(self.files["referral"]))
 
     def prepare_transition(self, seconds: int) -> Files:
-        need = self.rates.need("transition", seconds)
+        # Before its first run, guess: a transition costs less than a referral.
+        guess = 3 * self.rates.best["referral"] if "referral" in self.rates.best else None
+        need = self.rates.need("transition", seconds, guess)
         tasks = asyncio.run(requested_tasks(self.dsn, self.dat))
         while len(tasks) < need:
             self._top_up(need - len(tasks))
