@@ -283,16 +283,15 @@ async def explain(url: str, limit: int, batch: int) -> tuple[list[str], list[str
             # A statement's plan is reported when its portal closes, with the next statement.
             await conn.exec_driver_sql(_FLUSH)
             await asyncio.sleep(0.2)
-            batch_plans, plans[:] = [p for p in plans if _FLUSH not in p], []
+            batch_plans, plans[:] = list(plans), []
             store = Runtime(settings=settings, engine=engine, hooks=pathway.hooks()).store(conn)
             await reevaluate_held(store, after="", limit=limit)
             await conn.exec_driver_sql(_FLUSH)
             await asyncio.sleep(0.2)
-            plans[:] = [p for p in plans if _FLUSH not in p]
             await conn.rollback()
     finally:
         await engine.dispose()
-    return batch_plans, plans
+    return [p for p in batch_plans if _FLUSH not in p], [p for p in plans if _FLUSH not in p]
 
 
 _NODE = re.compile(
