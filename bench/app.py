@@ -8,6 +8,12 @@ what the FHIR interaction adds:
 * ``POST /_bench/validate``: read the body, ``orjson.loads`` it and validate it as a Patient
   exactly as a create does (fhir.resources plus Waymark's own checks); no storage and no
   re-serialisation.
+
+``bench.app:create_bench_app_audit_switch`` is the same app whose audit trail writer
+(:meth:`app.audit.events.RequestAudit.write`) writes nothing while the file named by
+``WAYMARK_BENCH_NO_AUDIT_FLAG`` exists, in that server's processes only: what a request costs
+without its AuditEvents, measured on the same warm server between runs with the trail
+(``python -m bench.auth``). It exists only here; production always writes the trail.
 """
 
 from __future__ import annotations
@@ -46,3 +52,27 @@ def create_bench_app() -> FastAPI:
     del app.router.routes[before:]
     app.router.routes[:0] = added
     return app
+
+
+def create_bench_app_audit_switch() -> FastAPI:
+    """The bench app with a switch for its audit trail (a bench-only variant): no AuditEvent
+    is written while the file ``WAYMARK_BENCH_NO_AUDIT_FLAG`` names exists. The check (one
+    ``stat``) is made whether or not the file exists."""
+    import os
+    from pathlib import Path
+
+    from app.audit.events import RequestAudit
+    from app.fhir.store import FhirStore
+
+    flag = Path(os.environ["WAYMARK_BENCH_NO_AUDIT_FLAG"])
+    write = RequestAudit.write
+
+    async def write_unless_switched_off(self: RequestAudit, store: FhirStore) -> None:
+        if flag.exists():  # noqa: ASYNC240 (one stat of a local file, on every variant)
+            self.done.clear()
+            self.failures.clear()
+            return
+        await write(self, store)
+
+    RequestAudit.write = write_unless_switched_off  # type: ignore[method-assign]
+    return create_bench_app()

@@ -34,7 +34,7 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
@@ -282,12 +282,19 @@ class Server:
 
 
 @contextmanager
-def serve(database_url: str, workers: int, log: Path, app: str = DEFAULT_APP) -> Iterator[Server]:
-    """uvicorn serving the bench app on a free loopback port; stopped when the block ends."""
+def serve(
+    database_url: str,
+    workers: int,
+    log: Path,
+    app: str = DEFAULT_APP,
+    env: Mapping[str, str] | None = None,
+) -> Iterator[Server]:
+    """uvicorn serving the bench app on a free loopback port; stopped when the block ends.
+    ``env`` overrides the server's environment (say ``WAYMARK_AUTH=on``)."""
     port = _free_port()
     base_url = f"http://127.0.0.1:{port}"
-    env = dict(os.environ)
-    env |= {
+    environment = dict(os.environ)
+    environment |= {
         "WAYMARK_DATABASE_URL": database_url,
         "WAYMARK_BASE_URL": base_url,
         "WAYMARK_LOG_LEVEL": "warning",
@@ -295,6 +302,7 @@ def serve(database_url: str, workers: int, log: Path, app: str = DEFAULT_APP) ->
         # FHIR interactions (AuditEvents included), not the verification of access tokens.
         "WAYMARK_AUTH": "off",
     }
+    environment |= dict(env or {})
     command = [
         *_uvicorn(),
         app,
@@ -313,7 +321,7 @@ def serve(database_url: str, workers: int, log: Path, app: str = DEFAULT_APP) ->
         process = subprocess.Popen(
             command,
             cwd=ROOT,
-            env=env,
+            env=environment,
             stdin=subprocess.DEVNULL,
             stdout=log_file,
             stderr=subprocess.STDOUT,
@@ -515,6 +523,7 @@ def run_wrk(
 def summarise(
     runs: Sequence[Run], scenarios: Sequence[Scenario], is_target_db: bool
 ) -> list[Summary]:
+    labels = {scenario.name: scenario.label for scenario in scenarios}
     summaries: dict[str, Summary] = {}
     for scenario in scenarios:
         mine = [run for run in runs if run.scenario == scenario.name]
@@ -544,7 +553,7 @@ def summarise(
         baseline = summaries.get(scenario.baseline or "")
         if baseline is not None and baseline.ok_rps > 0:
             summary.ratio = summary.ok_rps / baseline.ok_rps
-            label = BY_NAME[baseline.scenario].label
+            label = labels[baseline.scenario]
             summary.verdict = f"{summary.ratio:.2f} x {label}"
             if scenario.target_ratio is not None:
                 met = summary.ratio >= scenario.target_ratio
@@ -564,11 +573,19 @@ def targets_met(summaries: Sequence[Summary]) -> bool | None:
     return all("MISSED" not in verdict for verdict in verdicts)
 
 
-def print_table(title: str, summaries: Sequence[Summary], repeat: int) -> None:
+def print_table(
+    title: str,
+    summaries: Sequence[Summary],
+    repeat: int,
+    labels: Mapping[str, str] | None = None,
+) -> None:
+    """The medians; ``labels`` names the scenarios (default: this module's)."""
+    names = labels or {scenario.name: scenario.label for scenario in SCENARIOS}
+    width = max(14, *(len(names[s.scenario]) for s in summaries)) if summaries else 14
     print()
     print(title)
     header = (
-        f"{'scenario':<14} {'2xx req/s':>10} {'p50 ms':>8} {'p99 ms':>8} {'non-2xx':>7} "
+        f"{'scenario':<{width}} {'2xx req/s':>10} {'p50 ms':>8} {'p99 ms':>8} {'non-2xx':>7} "
         f"{'sockerr':>7} {'cores srv/pg/wrk/all':>20} {'ms/req srv/pg':>13}  "
         "ratio to baseline / target"
     )
@@ -580,7 +597,7 @@ def print_table(title: str, summaries: Sequence[Summary], repeat: int) -> None:
         )
         per_request = f"{s.server_ms_per_request:.2f}/{s.postgres_ms_per_request:.2f}"
         print(
-            f"{BY_NAME[s.scenario].label:<14} {s.ok_rps:>10,.1f} {s.p50_ms:>8.2f} "
+            f"{names[s.scenario]:<{width}} {s.ok_rps:>10,.1f} {s.p50_ms:>8.2f} "
             f"{s.p99_ms:>8.2f} {s.non2xx:>7} {s.socket_errors:>7} {cores:>20} "
             f"{per_request:>13}  {s.verdict}"
         )

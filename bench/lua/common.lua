@@ -57,6 +57,28 @@ function M.template(path)
   return text:sub(1, first - 1), text:sub(last + 1)
 end
 
+-- A copy of headers with "Authorization: Bearer <token>" when path names a file holding an
+-- access token; none when path is nil, empty or "-" (a server with WAYMARK_AUTH=off).
+function M.with_token(headers, path)
+  local copy = {}
+  for name, value in pairs(headers) do
+    copy[name] = value
+  end
+  if path and path ~= "" and path ~= "-" then
+    local token = M.read_file(path):gsub("%s+$", "")
+    if token ~= "" then
+      copy["Authorization"] = "Bearer " .. token
+    end
+  end
+  return copy
+end
+
+-- The lines of this thread's own list, <prefix>.<thread number>: lists whose items are used
+-- once each (a new patient per referral, a Task per transition) are split per thread.
+function M.thread_lines(prefix)
+  return M.read_lines(prefix .. "." .. tostring(thread_number or 1))
+end
+
 -- Count a response; true when it is a 2xx.
 function M.count(status, body)
   local key = tostring(status)
