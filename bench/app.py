@@ -9,14 +9,17 @@ what the FHIR interaction adds:
   exactly as a create does (fhir.resources plus Waymark's own checks); no storage and no
   re-serialisation.
 
-``bench.app:create_bench_app_audit_switch`` is the same app whose audit trail writer
-(:meth:`app.audit.events.RequestAudit.write`) writes nothing while the file named by
+``bench.app:create_bench_app_audit_switch`` is the same app whose audit trail writers
+(:meth:`app.audit.events.RequestAudit.write` for writes, :meth:`app.audit.trail.AuditTrail.write`
+for reads and refusals) write nothing while the file named by
 ``WAYMARK_BENCH_NO_AUDIT_FLAG`` exists, in that server's processes only: what a request costs
 without its AuditEvents, measured on the same warm server between runs with the trail
 (``python -m bench.auth``). It exists only here; production always writes the trail.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 import orjson
 from fastapi import APIRouter, FastAPI, Request
@@ -62,6 +65,7 @@ def create_bench_app_audit_switch() -> FastAPI:
     from pathlib import Path
 
     from app.audit.events import RequestAudit
+    from app.audit.trail import AuditTrail
     from app.fhir.store import FhirStore
 
     flag = Path(os.environ["WAYMARK_BENCH_NO_AUDIT_FLAG"])
@@ -75,4 +79,12 @@ def create_bench_app_audit_switch() -> FastAPI:
         await write(self, store)
 
     RequestAudit.write = write_unless_switched_off  # type: ignore[method-assign]
+    batched = AuditTrail.write
+
+    async def batch_unless_switched_off(self: AuditTrail, documents: list[Any]) -> None:
+        if flag.exists():  # noqa: ASYNC240 (as above)
+            return
+        await batched(self, documents)
+
+    AuditTrail.write = batch_unless_switched_off  # type: ignore[method-assign]
     return create_bench_app()
