@@ -130,7 +130,11 @@ async def _history(request: Request, resource_type: str, resource_id: str | None
     count = whole_number(count_text)
     if count is None:
         raise InvalidResource("_count must be a whole number", expression=("_count",))
-    since = parse_date(params["_since"], param="_since").start if "_since" in params else None
+    since = (
+        parse_date(params["_since"], param="_since", prefixed=False).start
+        if "_since" in params
+        else None
+    )
     async with audited_store(request, write=False) as store:
         versions = await store.history(resource_type, resource_id, since=since, count=count)
     path = (

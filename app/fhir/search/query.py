@@ -40,8 +40,8 @@ from app.fhir.models import (
     search_token,
 )
 from app.fhir.repository import resource_table
-from app.fhir.search.dates import PREFIXES, parse_date
-from app.fhir.search.index import EARLIEST, normalise
+from app.fhir.search.dates import EARLIEST, PREFIXES, parse_date
+from app.fhir.search.index import normalise
 from app.fhir.search.parse import Criterion, Include, SearchRequest
 from app.fhir.search.registry import SearchParameter, parameters_for
 
