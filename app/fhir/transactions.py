@@ -18,6 +18,7 @@ The response keeps the request's order either way.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import re
 import uuid
 from collections.abc import Awaitable, Iterator
@@ -35,6 +36,7 @@ from app.fhir.errors import (
     Conflict,
     FhirError,
     Gone,
+    InternalError,
     InvalidRequest,
     InvalidResource,
     Issue,
@@ -54,6 +56,8 @@ _BUNDLE_LOCAL = re.compile(r"^urn:(uuid|oid):")
 _CONDITIONAL_REFERENCE = re.compile(r"^([A-Z][A-Za-z]*)\?(.+)$")
 
 T = TypeVar("T")
+
+log = logging.getLogger("waymark.transactions")
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,21 +160,38 @@ class _Processor:
             if isinstance(entry, FhirError):
                 answers.append(_failed(entry))
                 continue
-            try:
-                async with self.conn.begin_nested():
-                    target = await self._target(entry) if entry.method in ("POST", "PUT") else None
-                    answer = await self._execute(entry, target)
-            except FhirError as error:
-                self.store.access.failed(
-                    entry.interaction,
-                    entry.resource_type,
-                    entry.resource_id,
-                    status=error.status,
-                    reason=type(error).__name__,
-                )
-                answer = _failed(_located(error, entry))
-            answers.append(answer)
+            answers.append(await self._batch_entry(entry))
         return answers
+
+    async def _batch_entry(self, entry: Entry) -> _Answer:
+        """One batch entry in its own savepoint. Batch entries are independent, so even an
+        unexpected exception fails only its own entry, as a 500 with no internals in it."""
+        try:
+            async with self.conn.begin_nested():
+                target = await self._target(entry) if entry.method in ("POST", "PUT") else None
+                return await self._execute(entry, target)
+        except FhirError as error:
+            failure, reason = _located(error, entry), type(error).__name__
+        except Exception as error:
+            # Only the type and the entry's place: messages can carry patient data.
+            log.error(
+                "unhandled %s in Bundle.entry[%d] (%s %s) of a batch",
+                type(error).__name__,
+                entry.index,
+                entry.method,
+                entry.resource_type,
+            )
+            internal = InternalError("An internal error occurred; this entry changed nothing")
+            failure, reason = _located(internal, entry), type(error).__name__
+        self.store.warnings.clear()  # what the failed entry raised is not another entry's
+        self.store.access.failed(
+            entry.interaction,
+            entry.resource_type,
+            entry.resource_id,
+            status=failure.status,
+            reason=reason,
+        )
+        return _failed(failure)
 
     # -- settling identities before anything is written --------------------------------------
 

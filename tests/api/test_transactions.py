@@ -437,6 +437,57 @@ async def test_a_failed_batch_entry_rolls_back_only_its_own_writes(
     assert history["total"] == 2  # the refused write left no version behind
 
 
+@pytest.fixture
+def crashing_hook(runtime: Runtime) -> None:
+    """A domain rule with a bug: an unexpected exception whose message holds patient data."""
+
+    async def crash(event: WriteEvent) -> None:
+        assert event.after is not None
+        if event.after.get("valueString") == "crash":
+            raise RuntimeError("secret patient detail 9434765919")
+
+    runtime.hooks.after("Observation", crash)
+
+
+@pytest.mark.usefixtures("crashing_hook")
+async def test_an_unexpected_error_fails_only_its_batch_entry(
+    client: httpx.AsyncClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    known = await create(client, patient())
+    subject = f"Patient/{known['id']}"
+    crashing = {**observation(subject, subject, "Alcohol use"), "valueString": "crash"}
+    response = await send(
+        client,
+        bundle(
+            entry("POST", "Observation", observation(subject, subject, "Alcohol use")),
+            entry("POST", "Observation", crashing),
+            entry("POST", "Observation", observation(subject, subject, "Drug use")),
+            bundle_type="batch",
+        ),
+    )
+    assert statuses(response) == ["201 Created", "500 Internal Server Error", "201 Created"]
+    outcome = response.json()["entry"][1]["response"]["outcome"]
+    assert issues(outcome) == [("exception", ["Bundle.entry[1]"])]
+    assert "secret" not in response.text
+    assert "Bundle.entry[1]" in caplog.text
+    assert "RuntimeError" in caplog.text
+    assert "9434765919" not in caplog.text
+    kept = await stored(client, "Observation")
+    assert sorted(o["code"]["text"] for o in kept) == ["Alcohol use", "Drug use"]
+
+    # In a transaction the same failure keeps nothing at all.
+    failed = await send(
+        client,
+        bundle(
+            entry("POST", "Observation", observation(subject, subject, "Mood")),
+            entry("POST", "Observation", crashing),
+        ),
+    )
+    assert failed.status_code == 500
+    assert issues(failed.json()) == [("exception", [])]
+    assert len(await stored(client, "Observation")) == 2
+
+
 async def test_batch_entries_cannot_refer_to_each_other_by_urn_uuid(
     client: httpx.AsyncClient,
 ) -> None:
