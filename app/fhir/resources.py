@@ -96,6 +96,22 @@ def model_class(resource_type: str) -> Any:
     return get_fhir_model_class(resource_type)
 
 
+#: Resource types that exist only as the base of others: no resource is of these types.
+_ABSTRACT_RESOURCES = frozenset({"Resource", "DomainResource"})
+
+
+def is_resource_type(name: str) -> bool:
+    """Whether ``name`` is a concrete FHIR resource type (served here or not), as a contained
+    resource may be. Not cached: names come from clients, and misses would pile up."""
+    if name in _ABSTRACT_RESOURCES:
+        return False
+    try:
+        found = get_fhir_model_class(name)
+    except ValueError:
+        return False
+    return bool(found.has_resource_base())
+
+
 def warm_up() -> None:
     """Pay the import and first-validation cost at start-up, not on the first request."""
     for resource_type in SERVED:

@@ -8,10 +8,11 @@ paging on the sort keys and the id, so pages stay stable while resources are wri
 from __future__ import annotations
 
 import base64
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
-from decimal import Decimal, InvalidOperation
+from datetime import UTC, datetime
+from decimal import Decimal
 from typing import Any
 
 import orjson
@@ -101,15 +102,28 @@ def _date_match(
             return high <= start
 
 
+#: FHIR's decimal, and no other spelling Decimal() takes (NaN, Infinity, 1_000, Unicode digits).
+_DECIMAL = re.compile(r"^-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?$", re.ASCII)
+#: Beyond this order of magnitude no quantity is real, and the index columns (PostgreSQL
+#: numeric, SQLite's doubles) cannot compare with it.
+_MAX_MAGNITUDE = 300
+
+
+def _search_decimal(number: str, code: str) -> Decimal:
+    value = Decimal(number) if _DECIMAL.match(number) else None
+    if value is None or abs(value.adjusted()) > _MAX_MAGNITUDE:
+        raise InvalidRequest(
+            f"'{number}' is not a number this server can search {code} by (a decimal "
+            f"within 1e{_MAX_MAGNITUDE} either way)",
+            expression=(code,),
+        )
+    return value
+
+
 def _quantity_match(raw: str, code: str, q: Any) -> ColumnElement[bool]:
     prefix = raw[:2] if raw[:2] in PREFIXES else "eq"
     number, _, rest = raw.removeprefix(prefix if raw[:2] in PREFIXES else "").partition("|")
-    try:
-        value = Decimal(number)
-    except InvalidOperation as error:
-        raise InvalidRequest(
-            f"'{number}' is not a number for {code}", expression=(code,)
-        ) from error
+    value = _search_decimal(number, code)
     # A value stands for the range its precision implies: 5.4 means [5.35, 5.45).
     exponent = value.as_tuple().exponent
     half = Decimal(5).scaleb((exponent if isinstance(exponent, int) else 0) - 1)
@@ -349,18 +363,35 @@ def _encode_cursor(direction: str, values: Sequence[Any]) -> str:
 
 
 def _decode_cursor(cursor: str, request: SearchRequest) -> tuple[str, list[Any]]:
+    """The direction and sort-key values a cursor holds. A cursor comes back from the client,
+    so every value is checked to be of its key's type before it reaches SQL."""
+    not_ours = InvalidRequest("_cursor is not one this server gave out", expression=("_cursor",))
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
-        direction, *values = orjson.loads(raw)
-    except (ValueError, TypeError) as error:
-        raise InvalidRequest("_cursor is not one this server gave out") from error
+        decoded = orjson.loads(raw)
+    except ValueError as error:
+        raise not_ours from error
+    if not isinstance(decoded, list) or not decoded:
+        raise not_ours
+    direction, *values = decoded
     if direction not in ("next", "prev") or len(values) != len(request.sort) + 1:
-        raise InvalidRequest("_cursor does not fit this search")
-    decoded = []
+        raise InvalidRequest("_cursor does not fit this search", expression=("_cursor",))
+    if not all(isinstance(value, str) for value in values):
+        raise not_ours
+    keys = []
     for (param, _), value in zip(request.sort, values, strict=False):
         is_date = param.type == "date" or param.code == "_lastUpdated"
-        decoded.append(datetime.fromisoformat(value) if is_date and value else value)
-    return direction, [*decoded, values[-1]]
+        keys.append(_cursor_moment(value, not_ours) if is_date else value)
+    return direction, [*keys, values[-1]]
+
+
+def _cursor_moment(value: str, not_ours: InvalidRequest) -> datetime:
+    try:
+        moment = datetime.fromisoformat(value)
+        # SQLite hands moments back without their zone: they are UTC, as everything stored.
+        return moment.astimezone(UTC) if moment.tzinfo else moment.replace(tzinfo=UTC)
+    except (ValueError, OverflowError) as error:
+        raise not_ours from error
 
 
 def _after(keys: Sequence[Any], directions: Sequence[bool], values: Sequence[Any]) -> Any:
