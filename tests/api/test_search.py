@@ -174,6 +174,21 @@ async def test_token_forms(client: httpx.AsyncClient) -> None:
     assert await ids(client, "/HealthcareService", active="true") == ["psy"]
 
 
+async def test_id_modifiers(client: httpx.AsyncClient) -> None:
+    assert await ids(client, "/ServiceRequest", **{"_id:not": "r1"}) == ["r2", "r3"]
+    assert await ids(client, "/ServiceRequest", **{"_id:not": "r1,r3"}) == ["r2"]
+    assert await ids(client, "/ServiceRequest", **{"_id:not": "r1", "status": "active"}) == ["r3"]
+    assert await ids(client, "/Task", **{"focus:ServiceRequest._id:not": "r1"}) == []
+    assert await ids(client, "/Task", **{"focus:ServiceRequest._id:not": "r2"}) == ["t1"]
+    assert await ids(client, "/ServiceRequest", **{"_has:Task:focus:_id:not": "t1"}) == []
+    assert await ids(client, "/ServiceRequest", **{"_id:missing": "false"}) == ["r1", "r2", "r3"]
+    assert await ids(client, "/ServiceRequest", **{"_lastUpdated:missing": "true"}) == []
+    for name in ("_id:text", "_id:exact", "_id:below", "_lastUpdated:not", "_lastUpdated:exact"):
+        refused = await client.get("/ServiceRequest", params={name: "r1"})
+        assert refused.status_code == 400, name
+        assert issues(refused.json()) == [("invalid", [name])]
+
+
 async def test_or_and_and(client: httpx.AsyncClient) -> None:
     assert await ids(client, "/ServiceRequest", status="completed,active") == ["r1", "r2", "r3"]
     response = await client.get("/ServiceRequest?status=active&patient=Patient/ann")

@@ -23,6 +23,12 @@ MODIFIERS = {
     "quantity": frozenset({"missing"}),
     "uri": frozenset({"missing", "below", "above"}),
 }
+#: _id and _lastUpdated are columns of the resource row, not index entries: no :text on
+#: _id (there is no display to search), no :not on _lastUpdated (ne says that).
+RESOURCE_ROW_MODIFIERS = {
+    "_id": frozenset({"missing", "not"}),
+    "_lastUpdated": frozenset({"missing"}),
+}
 RESULT_PARAMETERS = frozenset(
     {"_count", "_total", "_summary", "_cursor", "_sort", "_include", "_revinclude", "_elements"}
 )
@@ -100,7 +106,8 @@ def _simple(resource_type: str, name: str, value: str) -> Criterion:
     code, _, modifier = name.partition(":")
     param = _param(resource_type, code, name)
     type_modifier = param.type == "reference" and modifier in SERVED
-    if modifier and modifier not in MODIFIERS.get(param.type, frozenset()) and not type_modifier:
+    allowed = RESOURCE_ROW_MODIFIERS.get(code) or MODIFIERS.get(param.type, frozenset())
+    if modifier and modifier not in allowed and not type_modifier:
         raise InvalidRequest(
             f"The modifier ':{modifier}' is not supported on '{code}' ({param.type})",
             expression=(name,),

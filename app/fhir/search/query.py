@@ -226,6 +226,8 @@ def _resource_row(resource_type: str, criterion: Criterion, id_col: Any) -> Colu
     matches: ColumnElement[bool]
     if criterion.param.code == "_id":
         matches = row.c.id.in_(criterion.values)
+        if criterion.modifier == "not":
+            matches = not_(matches)
     else:
         matches = or_(
             *(
