@@ -102,14 +102,22 @@ def search_result(
     for relation, cursor in (("next", page.next_cursor), ("previous", page.previous_cursor)):
         if cursor is not None:
             links.append((relation, f"{base}?{urlencode([*canonical, ('_cursor', cursor)])}"))
-    outcome = None
-    if request.ignored:
-        outcome = operation_outcome_bytes(
-            [
-                Issue("not-supported", f"Ignored '{name}': {why}", severity="warning")
-                for name, why in request.ignored
-            ]
+    notes = [
+        Issue("not-supported", f"Ignored '{name}': {why}", severity="warning")
+        for name, why in request.ignored
+    ]
+    if page.included_truncated:
+        notes.append(
+            Issue(
+                "too-costly",
+                "_include and _revinclude reach more resources than one page carries: only "
+                f"the first {len(page.included)} (by type and id) are here. Ask for fewer "
+                "matches per page (_count) to have all of each page's",
+                severity="warning",
+                expression=tuple(sorted({n for n, _ in request.canonical if _is_include(n)})),
+            )
         )
+    outcome = operation_outcome_bytes(notes) if notes else None
     return searchset(
         base_url=base_url,
         resource_type=resource_type,
@@ -121,6 +129,10 @@ def search_result(
         elements=request.elements,
         outcome=outcome,
     )
+
+
+def _is_include(name: str) -> bool:
+    return name.split(":")[0] in ("_include", "_revinclude")
 
 
 def history(

@@ -8,6 +8,7 @@ from typing import Any
 import httpx
 import pytest
 
+from app.fhir.search import query
 from tests.api.helpers import FHIR_JSON, NHS, issues, patient
 
 SNOMED = "http://snomed.info/sct"
@@ -377,3 +378,43 @@ async def test_deleted_resources_leave_the_index(client: httpx.AsyncClient) -> N
     await client.delete("/ServiceRequest/r3")
     assert await ids(client, "/ServiceRequest", status="active") == ["r1"]
     assert await ids(client, "/ServiceRequest", **{"patient.identifier": "9912003888"}) == []
+
+
+async def test_includes_past_the_limit_are_cut_and_the_page_says_so(
+    client: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    params = [
+        ("_include", "ServiceRequest:patient"),
+        ("_include", "ServiceRequest:performer"),
+        ("_revinclude", "Task:focus"),
+    ]
+
+    async def included() -> tuple[list[tuple[str, str]], list[dict[str, Any]]]:
+        response = await client.get("/ServiceRequest", params=params)
+        assert response.status_code == 200, response.text
+        entries = response.json()["entry"]
+        brought = [
+            (e["resource"]["resourceType"], e["resource"]["id"])
+            for e in entries
+            if e["search"]["mode"] == "include"
+        ]
+        outcomes = [e["resource"] for e in entries if e["search"]["mode"] == "outcome"]
+        return brought, outcomes
+
+    everything = [("HealthcareService", "psy"), ("Patient", "ann"), ("Patient", "bob")]
+    assert await included() == ([*everything, ("Task", "t1")], [])
+
+    # One key per statement: chunked lists must find what one list found.
+    monkeypatch.setattr(query, "KEYS_PER_STATEMENT", 1)
+    assert (await included())[0] == [*everything, ("Task", "t1")]
+
+    monkeypatch.setattr(query, "MAX_INCLUDED", 3)
+    brought, [outcome] = await included()
+    assert brought == everything
+    [issue] = outcome["issue"]
+    assert (issue["severity"], issue["code"]) == ("warning", "too-costly")
+    assert issue["expression"] == ["_include", "_revinclude"]
+    assert "first 3" in issue["diagnostics"]
+
+    monkeypatch.setattr(query, "MAX_INCLUDED", 2)
+    assert (await included())[0] == everything[:2]
