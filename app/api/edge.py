@@ -31,12 +31,11 @@ def media(request: Request) -> str:
     return negotiate(request.headers.get("accept"), request.query_params.get("_format"))
 
 
-async def json_body(request: Request, *, patch: bool = False) -> Any:
-    """The parsed JSON body; 415 for another media type, 413 past the configured limit.
+async def read_body(request: Request) -> bytes:
+    """The body, 413 past the configured limit (WAYMARK_MAX_BODY_BYTES).
 
     The body is read in chunks so an over-size body is refused without being held whole.
     """
-    require_json_body(request.headers.get("content-type"), patch=patch)
     limit = runtime(request).settings.max_body_bytes
     declared = request.headers.get("content-length")
     if declared and declared.isascii() and declared.isdigit() and int(declared) > limit:
@@ -46,6 +45,13 @@ async def json_body(request: Request, *, patch: bool = False) -> Any:
         body += chunk
         if len(body) > limit:
             raise PayloadTooLarge(f"The body is larger than this server's limit of {limit} bytes")
+    return bytes(body)
+
+
+async def json_body(request: Request, *, patch: bool = False) -> Any:
+    """The parsed JSON body; 415 for another media type, 413 past the configured limit."""
+    require_json_body(request.headers.get("content-type"), patch=patch)
+    body = await read_body(request)
     if not body:
         raise InvalidResource("The request has no body")
     try:

@@ -15,6 +15,7 @@ from fastapi.responses import Response
 from app.api.access import audited_store
 from app.api.edge import json_body as _json_body
 from app.api.edge import media as _media
+from app.api.edge import read_body as _read_body
 from app.api.edge import request_body as _body
 from app.api.edge import responses as _edge_responses
 from app.api.edge import runtime as _runtime
@@ -214,7 +215,7 @@ async def search_post(request: Request, resource_type: ResourceType) -> Response
         raise UnsupportedMediaType(
             "POST _search takes application/x-www-form-urlencoded parameters"
         )
-    body = (await request.body()).decode("utf-8", errors="replace")
+    body = (await _read_body(request)).decode("utf-8", errors="replace")
     params = list(request.query_params.multi_items()) + parse_qsl(body, keep_blank_values=True)
     return await _search(request, resource_type, params)
 

@@ -3,6 +3,7 @@ chains, _has, _include/_revinclude, _sort, paging under writes, strict and lenie
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
@@ -372,6 +373,21 @@ async def test_post_search_behaves_as_get(client: httpx.AsyncClient) -> None:
     assert [e["resource"]["id"] for e in response.json()["entry"]] == ["r1"]
     wrong = await client.post("/ServiceRequest/_search", json={"status": "active"})
     assert wrong.status_code == 415
+
+
+async def test_post_search_bodies_past_the_limit_are_413(client: httpx.AsyncClient) -> None:
+    form = {"Content-Type": "application/x-www-form-urlencoded"}
+    big = b"status=active&name=" + b"x" * (10 * 1024 * 1024)
+    response = await client.post("/Patient/_search", content=big, headers=form)
+    assert response.status_code == 413
+    assert issues(response.json())[0][0] == "too-costly"
+
+    async def streamed() -> AsyncIterator[bytes]:  # no Content-Length: counted as it comes
+        for _ in range(100):
+            yield b"x" * 1024
+
+    chunked = await client.post("/Patient/_search", content=streamed(), headers=form)
+    assert chunked.status_code == 413
 
 
 async def test_deleted_resources_leave_the_index(client: httpx.AsyncClient) -> None:
