@@ -11,7 +11,7 @@ import orjson
 
 from app.fhir.errors import Issue, operation_outcome_bytes
 from app.fhir.repository import StoredVersion
-from app.fhir.resources import instant
+from app.fhir.resources import instant, mandatory_elements
 from app.fhir.search.parse import SearchRequest
 from app.fhir.search.query import SearchPage
 
@@ -39,9 +39,17 @@ SUBSETTED = {
 
 
 def subset(content: bytes, elements: Sequence[str]) -> bytes:
-    """The resource with only the elements asked for (_elements), marked SUBSETTED."""
+    """The resource with only the elements asked for (_elements), marked SUBSETTED.
+
+    FHIR (search.html#elements) returns the mandatory elements whatever is asked for, so
+    the result is still a valid resource; a primitive's ``_name`` (its extensions) goes with
+    ``name``.
+    """
     resource = orjson.loads(content)
-    kept = {k: v for k, v in resource.items() if k in ("resourceType", "id", "meta", *elements)}
+    mandatory = mandatory_elements(str(resource["resourceType"]))
+    wanted = {"resourceType", "id", "meta", *elements, *mandatory}
+    wanted |= {f"_{name}" for name in wanted}
+    kept = {k: v for k, v in resource.items() if k in wanted}
     meta = dict(kept.get("meta", {}))
     meta["tag"] = [*meta.get("tag", []), SUBSETTED]
     kept["meta"] = meta

@@ -96,6 +96,20 @@ def model_class(resource_type: str) -> Any:
     return get_fhir_model_class(resource_type)
 
 
+@cache
+def mandatory_elements(resource_type: str) -> frozenset[str]:
+    """The top-level elements of ``resource_type`` with a minimum cardinality of 1, as the
+    JSON names them (a required choice keeps every one of its names, e.g. medication[x]).
+    Computed once per type from the model's field information."""
+    names = set()
+    for name, info in model_class(resource_type).model_fields.items():
+        extra = info.json_schema_extra if isinstance(info.json_schema_extra, dict) else {}
+        required = extra.get("element_required") or extra.get("one_of_many_required")
+        if info.is_required() or required:
+            names.add(info.alias or name)
+    return frozenset(names)
+
+
 #: Resource types that exist only as the base of others: no resource is of these types.
 _ABSTRACT_RESOURCES = frozenset({"Resource", "DomainResource"})
 

@@ -342,6 +342,33 @@ async def test_count_total_summary_and_elements(client: httpx.AsyncClient) -> No
     assert resource["meta"]["tag"][-1]["code"] == "SUBSETTED"
 
 
+async def test_elements_keeps_the_mandatory_elements(client: httpx.AsyncClient) -> None:
+    """FHIR returns the mandatory elements whatever _elements names (the client fixture
+    checks that every resource received parses with fhirclient's strict R4 models)."""
+    found = await client.get("/Observation", params={"_id": "o1", "_elements": "valueQuantity"})
+    observation = found.json()["entry"][0]["resource"]
+    assert set(observation) == {"resourceType", "id", "meta", "status", "code", "valueQuantity"}
+    referrals = await client.get("/ServiceRequest", params={"_elements": "authoredOn"})
+    for entry in referrals.json()["entry"]:
+        assert set(entry["resource"]) == {
+            "resourceType",
+            "id",
+            "meta",
+            "status",
+            "intent",
+            "subject",
+            "authoredOn",
+        }
+    tasks = await client.get("/Task", params={"_elements": "id"})
+    assert set(tasks.json()["entry"][0]["resource"]) == {
+        "resourceType",
+        "id",
+        "meta",
+        "status",
+        "intent",
+    }
+
+
 async def test_strict_and_lenient_handling(client: httpx.AsyncClient) -> None:
     strict = await client.get("/Patient", params={"family": "olsen", "shoe-size": "9"})
     assert strict.status_code == 400
