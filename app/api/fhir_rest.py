@@ -21,22 +21,20 @@ from app.api.edge import responses as _edge_responses
 from app.api.edge import runtime as _runtime
 from app.fhir import bundles
 from app.fhir.errors import (
-    InvalidResource,
     Issue,
     MethodNotAllowed,
     UnsupportedMediaType,
     operation_outcome_bytes,
 )
+from app.fhir.history import encode_cursor, parse_history
 from app.fhir.http import (
     etag,
     http_date,
     parse_if_match,
     parse_prefer,
 )
-from app.fhir.numbers import whole_number
 from app.fhir.repository import StoredVersion
 from app.fhir.resources import SERVED
-from app.fhir.search.dates import parse_date
 from app.fhir.store import require_valid_id
 from app.fhir.validation import require_interaction
 
@@ -126,30 +124,29 @@ async def _history(request: Request, resource_type: str, resource_id: str | None
     media = _media(request)
     _check_interaction(resource_type, "history-type" if resource_id is None else "history-instance")
     runtime = _runtime(request)
-    params = request.query_params
-    count_text = params.get("_count", str(runtime.settings.default_page_size))
-    count = whole_number(count_text)
-    if count is None:
-        raise InvalidResource("_count must be a whole number", expression=("_count",))
-    since = (
-        parse_date(params["_since"], param="_since", prefixed=False).start
-        if "_since" in params
-        else None
-    )
+    base = runtime.settings.base_url
+    params = [(k, v) for k, v in request.query_params.multi_items() if k != "_format"]
+    wanted = parse_history(params, default_count=runtime.settings.default_page_size)
     async with audited_store(request, write=False) as store:
-        versions = await store.history(resource_type, resource_id, since=since, count=count)
+        page = await store.history(resource_type, resource_id, wanted)
     path = (
         f"{resource_type}/_history"
         if resource_id is None
         else f"{resource_type}/{resource_id}/_history"
     )
-    query = urlencode([(k, v) for k, v in params.multi_items() if k != "_format"])
-    self_url = f"{runtime.settings.base_url}/{path}" + (f"?{query}" if query else "")
+    links = [("self", f"{base}/{path}" + (f"?{urlencode(params)}" if params else ""))]
+    if page.more and page.versions:
+        following = [(k, v) for k, v in params if k != "_cursor"]
+        following.append(("_cursor", encode_cursor(page.versions[-1])))
+        links.append(("next", f"{base}/{path}?{urlencode(following)}"))
+    # The whole history is counted only when all of it is on this one page.
+    whole = wanted.after is None and not page.more
     body = bundles.history(
-        base_url=runtime.settings.base_url,
-        versions=versions,
-        links=[("self", self_url)],
+        base_url=base,
+        versions=page.versions,
+        links=links,
         now=runtime.clock(),
+        total=len(page.versions) if whole else None,
     )
     return Response(body, media_type=media)
 

@@ -149,7 +149,10 @@ def history(
     versions: Sequence[StoredVersion],
     links: Sequence[tuple[str, str]],
     now: datetime,
+    total: int | None = None,
 ) -> bytes:
+    """A history Bundle of one page; ``total`` only when it is the count of the whole
+    history asked for (FHIR: total is the number of matches, not of this page's entries)."""
     entries = []
     for version in versions:
         url = f"{version.resource_type}/{version.id}"
@@ -172,7 +175,7 @@ def history(
         if version.content is not None:
             encoded = encoded[:-1] + b',"resource":' + version.content + b"}"
         entries.append(encoded)
-    body = _open("history", now, len(versions), links)
+    body = _open("history", now, total, links)
     if entries:
         body += b',"entry":[' + b",".join(entries) + b"]"
     return body + b"}"
