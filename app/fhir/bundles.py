@@ -105,8 +105,9 @@ def search_result(
     """The searchset Bundle of one page: self/next/previous links as understood, includes,
     and a warning outcome naming what lenient handling ignored."""
     base = f"{base_url}/{resource_type}"
-    canonical = request.canonical
-    links = [("self", base + (f"?{urlencode(canonical)}" if canonical else ""))]
+    canonical = request.canonical  # what was understood, without the page's position
+    shown = [*canonical, ("_cursor", request.cursor)] if request.cursor else canonical
+    links = [("self", base + (f"?{urlencode(shown)}" if shown else ""))]
     for relation, cursor in (("next", page.next_cursor), ("previous", page.previous_cursor)):
         if cursor is not None:
             links.append((relation, f"{base}?{urlencode([*canonical, ('_cursor', cursor)])}"))

@@ -320,6 +320,8 @@ async def test_paging_forward_and_back_is_stable_under_writes(client: httpx.Asyn
         page = (await client.get(links["next"])).json()
         pages.append([e["resource"]["id"] for e in page.get("entry", [])])
         links = {link["relation"]: link["url"] for link in page["link"]}
+        again = (await client.get(links["self"])).json()  # the self link is this page
+        assert [e["resource"]["id"] for e in again.get("entry", [])] == pages[-1]
     seen = [i for page in pages for i in page]
     assert seen[:3] == ["p6", "p5", "p4"]
     assert len(seen) == len(set(seen))
