@@ -35,6 +35,7 @@ from app.fhir.http import (
 )
 from app.fhir.repository import StoredVersion
 from app.fhir.resources import SERVED
+from app.fhir.search.parse import conditional_criteria
 from app.fhir.store import require_valid_id
 from app.fhir.validation import require_interaction
 
@@ -239,12 +240,13 @@ async def _search(request: Request, resource_type: str, params: list[tuple[str, 
 async def create(request: Request, resource_type: ResourceType) -> Response:
     media = _media(request)
     _check_interaction(resource_type, "create")
+    if_none_exist = request.headers.get("if-none-exist")
+    if if_none_exist is not None:
+        conditional_criteria(resource_type, if_none_exist, where="If-None-Exist")
     document = await _json_body(request)
     async with audited_store(request, write=True) as store:
         result = await store.create(
-            document,
-            resource_type=resource_type,
-            if_none_exist=request.headers.get("if-none-exist"),
+            document, resource_type=resource_type, if_none_exist=if_none_exist
         )
     return _resource_response(
         request,

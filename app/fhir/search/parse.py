@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from urllib.parse import parse_qsl
 
 from app.fhir.errors import InvalidRequest
 from app.fhir.numbers import whole_number
@@ -247,3 +248,27 @@ def _parse_one(request: SearchRequest, name: str, value: str, max_count: int) ->
         criterion = _simple(request.resource_type, name, value)
     request.criteria.append(criterion)
     request.canonical.append((name, value))
+
+
+def conditional_criteria(
+    resource_type: str, query: str, *, where: str, expression: tuple[str, ...] | None = None
+) -> list[tuple[str, str]]:
+    """The parameters of a conditional create, update or reference, checked: at least one
+    criterion, and no result parameters. Those select nothing: made only of them (_count=1)
+    the condition would match every resource; beside criteria they change the outcome
+    (_summary=count finds no rows, so a duplicate would be created). ``where`` names the
+    condition's place (a header, a Bundle element) for the 400, and is its ``expression``
+    unless one is given."""
+    located = (where,) if expression is None else expression
+    params = parse_qsl(query.lstrip("?"), keep_blank_values=True)
+    shaping = sorted({name for name, _ in params if name.split(":")[0] in RESULT_PARAMETERS})
+    if shaping:
+        raise InvalidRequest(
+            f"{where} is a condition: it takes search criteria, not result parameters "
+            f"({', '.join(shaping)})",
+            expression=located,
+        )
+    request = parse_search(resource_type, params, default_count=2, max_count=2)
+    if not request.criteria:
+        raise InvalidRequest(f"{where} holds no search criteria", expression=located)
+    return params
