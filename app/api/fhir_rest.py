@@ -12,6 +12,7 @@ from urllib.parse import parse_qsl, urlencode
 from fastapi import APIRouter, Path, Request
 from fastapi.responses import Response
 
+from app.api import edge
 from app.api.access import audited_store
 from app.api.edge import json_body as _json_body
 from app.api.edge import media as _media
@@ -104,6 +105,7 @@ def _resource_response(
     name="history-type",
     summary="History of every resource of a type",
     responses=_responses({200: "A history Bundle"}),
+    openapi_extra={"parameters": edge.HISTORY_PARAMETERS},
 )
 async def history_type(request: Request, resource_type: ResourceType) -> Response:
     return await _history(request, resource_type, None)
@@ -114,6 +116,7 @@ async def history_type(request: Request, resource_type: ResourceType) -> Respons
     name="history-instance",
     summary="History of one resource",
     responses=_responses({200: "A history Bundle"}),
+    openapi_extra={"parameters": edge.HISTORY_PARAMETERS},
 )
 async def history_instance(
     request: Request, resource_type: ResourceType, resource_id: ResourceId
@@ -157,6 +160,7 @@ async def _history(request: Request, resource_type: str, resource_id: str | None
     name="vread",
     summary="Read one version of a resource",
     responses=_responses({200: "The resource as it was at that version"}, 410),
+    openapi_extra={"parameters": [edge.FORMAT]},
 )
 async def vread(
     request: Request, resource_type: ResourceType, resource_id: ResourceId, version_id: str
@@ -173,6 +177,7 @@ async def vread(
     name="read",
     summary="Read the current version of a resource",
     responses=_responses({200: "The resource"}, 410),
+    openapi_extra={"parameters": [edge.FORMAT]},
 )
 async def read(request: Request, resource_type: ResourceType, resource_id: ResourceId) -> Response:
     media = _media(request)
@@ -187,6 +192,7 @@ async def read(request: Request, resource_type: ResourceType, resource_id: Resou
     name="search-type",
     summary="Search resources of a type",
     responses=_responses({200: "A searchset Bundle"}),
+    openapi_extra={"parameters": edge.SEARCH_PARAMETERS},
 )
 async def search(request: Request, resource_type: ResourceType) -> Response:
     return await _search(request, resource_type, list(request.query_params.multi_items()))
@@ -198,13 +204,14 @@ async def search(request: Request, resource_type: ResourceType) -> Response:
     summary="Search resources of a type, parameters form-encoded in the body",
     responses=_responses({200: "A searchset Bundle"}, 415),
     openapi_extra={
+        "parameters": edge.SEARCH_PARAMETERS,
         "requestBody": {
             "content": {
                 "application/x-www-form-urlencoded": {
                     "schema": {"type": "object", "additionalProperties": {"type": "string"}}
                 }
             }
-        }
+        },
     },
 )
 async def search_post(request: Request, resource_type: ResourceType) -> Response:
@@ -234,7 +241,10 @@ async def _search(request: Request, resource_type: str, params: list[tuple[str, 
     responses=_responses(
         {201: "Created", 200: "An existing resource matched If-None-Exist"}, 412, 413, 415
     ),
-    openapi_extra=_body(_RESOURCE_SCHEMA),
+    openapi_extra={
+        **_body(_RESOURCE_SCHEMA),
+        "parameters": [edge.IF_NONE_EXIST, edge.PREFER, edge.FORMAT],
+    },
     status_code=201,
 )
 async def create(request: Request, resource_type: ResourceType) -> Response:
@@ -264,7 +274,10 @@ async def create(request: Request, resource_type: ResourceType) -> Response:
     name="update",
     summary="Update a resource (or create it with this id), If-Match for versioned update",
     responses=_responses({200: "Updated", 201: "Created with the given id"}, 412, 413, 415),
-    openapi_extra=_body(_RESOURCE_SCHEMA),
+    openapi_extra={
+        **_body(_RESOURCE_SCHEMA),
+        "parameters": [edge.IF_MATCH, edge.PREFER, edge.FORMAT],
+    },
 )
 async def update(
     request: Request, resource_type: ResourceType, resource_id: ResourceId
@@ -290,9 +303,10 @@ async def update(
     name="patch",
     summary="Change a resource with a JSON Patch, If-Match for versioned patch",
     responses=_responses({200: "Patched"}, 410, 412, 413, 415, 422),
-    openapi_extra=_body(
-        {"type": "array", "items": {"type": "object"}}, "application/json-patch+json"
-    ),
+    openapi_extra={
+        **_body({"type": "array", "items": {"type": "object"}}, "application/json-patch+json"),
+        "parameters": [edge.IF_MATCH, edge.PREFER, edge.FORMAT],
+    },
 )
 async def patch(request: Request, resource_type: ResourceType, resource_id: ResourceId) -> Response:
     media = _media(request)
@@ -310,6 +324,7 @@ async def patch(request: Request, resource_type: ResourceType, resource_id: Reso
     name="delete",
     summary="Delete a resource (a tombstone version; history is kept)",
     responses={204: {"description": "Deleted (or already deleted)"}, **_responses({}, 405)},
+    openapi_extra={"parameters": [edge.FORMAT]},
     status_code=204,
 )
 async def delete(
