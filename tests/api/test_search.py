@@ -24,8 +24,8 @@ async def put(client: httpx.AsyncClient, resource: dict[str, Any]) -> dict[str, 
     return result
 
 
-async def ids(client: httpx.AsyncClient, url: str, **params: Any) -> list[str]:
-    response = await client.get(url, params=params)
+async def ids(client: httpx.AsyncClient, path: str, /, **params: Any) -> list[str]:
+    response = await client.get(path, params=params)
     assert response.status_code == 200, response.text
     return sorted(
         e["resource"]["id"]
@@ -463,3 +463,108 @@ async def test_includes_past_the_limit_are_cut_and_the_page_says_so(
 
     monkeypatch.setattr(query, "MAX_INCLUDED", 2)
     assert (await included())[0] == everything[:2]
+
+
+async def test_date_prefixes_spelled_out(client: httpx.AsyncClient) -> None:
+    assert await ids(client, "/Patient", birthdate="eq1980-05-17") == ["ann"]
+    assert await ids(client, "/Patient", birthdate="eq1980-05-18") == []
+    assert await ids(client, "/Patient", birthdate="le1980-05-17") == ["ann"]
+    assert await ids(client, "/Patient", birthdate="le1980-05-16") == []
+    assert await ids(client, "/Patient", birthdate="ne1980-05-17") == ["bob"]
+    assert await ids(client, "/Patient", birthdate="sa1980") == ["bob"]
+    assert await ids(client, "/Patient", birthdate="sa1992-11-02") == []
+    assert await ids(client, "/Patient", birthdate="eb1992-11-02") == ["ann"]
+    assert await ids(client, "/Patient", birthdate="eb1992-11-03") == ["ann", "bob"]
+    assert await ids(client, "/ServiceRequest", authored="eq2026") == ["r1", "r3"]
+    assert await ids(client, "/ServiceRequest", authored="ne2026-01") == ["r2", "r3"]
+    # A dateTime searched at the second, and a day against a dateTime.
+    assert await ids(client, "/Observation", date="eq2026-01-05T10:00:00Z") == ["o1"]
+    assert await ids(client, "/Observation", date="le2026-01-05T09:59:59Z") == []
+    assert await ids(client, "/Observation", date="le2026-01-05T10:00:00Z") == ["o1"]
+    assert await ids(client, "/Observation", date="ne2026-01-05") == ["o2"]
+    assert await ids(client, "/Observation", date="sa2026-01-05T10:00:00Z") == ["o2"]
+    assert await ids(client, "/Observation", date="eb2026-01-06") == ["o1"]
+    assert await ids(client, "/Observation", date="eq2026-01-05T11:00:00+01:00") == ["o1"]
+
+
+async def test_missing_on_token_date_and_string(client: httpx.AsyncClient) -> None:
+    await put(
+        client,
+        {
+            "resourceType": "ServiceRequest",
+            "id": "r4",
+            "status": "draft",
+            "intent": "proposal",
+            "subject": {"reference": "Patient/bob"},
+        },
+    )
+    await put(client, patient("9990000018", id="cy", name=[{"given": ["Cy"]}]))
+    assert await ids(client, "/ServiceRequest", **{"category:missing": "true"}) == ["r4"]
+    assert await ids(client, "/ServiceRequest", **{"category:missing": "false"}) == [
+        "r1",
+        "r2",
+        "r3",
+    ]
+    assert await ids(client, "/ServiceRequest", **{"authored:missing": "true"}) == ["r4"]
+    assert await ids(client, "/ServiceRequest", **{"authored:missing": "false"}) == [
+        "r1",
+        "r2",
+        "r3",
+    ]
+    assert await ids(client, "/Patient", **{"family:missing": "true"}) == ["cy"]
+    assert await ids(client, "/Patient", **{"family:missing": "false"}) == ["ann", "bob"]
+    # :missing ANDs with other criteria like any parameter.
+    assert await ids(
+        client, "/ServiceRequest", **{"authored:missing": "true", "patient": "bob"}
+    ) == ["r4"]
+    refused = await client.get("/Patient", params={"family:missing": "maybe"})
+    assert refused.status_code == 400
+
+
+async def test_uri_below_and_above(client: httpx.AsyncClient) -> None:
+    base = "https://fhir.waymark.org.uk/CodeSystem"
+    for cid, url in (
+        ("kind", f"{base}/service-kind"),
+        ("state", f"{base}/referral-state"),
+        ("sct", "http://snomed.info/sct"),
+    ):
+        await put(
+            client,
+            {
+                "resourceType": "CodeSystem",
+                "id": cid,
+                "url": url,
+                "status": "active",
+                "content": "complete",
+            },
+        )
+    assert await ids(client, "/CodeSystem", url=f"{base}/service-kind") == ["kind"]
+    assert await ids(client, "/CodeSystem", url=base) == []  # plain: the whole URI
+    assert await ids(client, "/CodeSystem", **{"url:below": base}) == ["kind", "state"]
+    assert await ids(client, "/CodeSystem", **{"url:below": f"{base}/service-kind"}) == ["kind"]
+    assert await ids(client, "/CodeSystem", **{"url:below": "http://snomed.info/"}) == ["sct"]
+    # LIKE's wildcards in a value are the characters themselves.
+    assert await ids(client, "/CodeSystem", **{"url:below": f"{base}/service_kind"}) == []
+    assert await ids(client, "/CodeSystem", **{"url:below": "%"}) == []
+    above = f"{base}/service-kind/v2"
+    assert await ids(client, "/CodeSystem", **{"url:above": above}) == ["kind"]
+    assert await ids(client, "/CodeSystem", **{"url:above": base}) == []
+    assert await ids(client, "/CodeSystem", **{"url:missing": "false"}) == ["kind", "sct", "state"]
+    assert await ids(client, "/CodeSystem", **{"system:below": "http://snomed"}) == ["sct"]
+
+
+async def test_revinclude_iterate_follows_one_more_hop(client: httpx.AsyncClient) -> None:
+    async def included(*extra: tuple[str, str]) -> list[tuple[str, str]]:
+        params = [("_id", "ann"), ("_revinclude", "ServiceRequest:patient"), *extra]
+        body = (await client.get("/Patient", params=params)).json()
+        return sorted(
+            (e["resource"]["resourceType"], e["resource"]["id"])
+            for e in body["entry"]
+            if e["search"]["mode"] == "include"
+        )
+
+    referrals = [("ServiceRequest", "r1"), ("ServiceRequest", "r2")]
+    assert await included() == referrals
+    # Without :iterate, Task:focus is tried on the Patient only (no Task has it as focus).
+    assert await included(("_revinclude", "Task:focus")) == referrals
+    assert await included(("_revinclude:iterate", "Task:focus")) == [*referrals, ("Task", "t1")]
