@@ -4,6 +4,7 @@ answered with a 500 (or silently ignored), on SQLite and PostgreSQL."""
 from __future__ import annotations
 
 import base64
+from urllib.parse import urlencode
 
 import httpx
 import orjson
@@ -83,3 +84,58 @@ async def test_quantities_at_the_edges_of_a_double_are_stored_and_found(
         assert response.status_code == 200, response.text
         found = sorted(e["resource"]["id"] for e in response.json().get("entry", []))
         assert found == sorted(made[v] for v in expected), query
+
+
+FORM = {"Content-Type": "application/x-www-form-urlencoded"}
+
+
+async def test_the_largest_search_allowed_runs_on_both_databases(
+    client: httpx.AsyncClient,
+) -> None:
+    """At the limits (README, "Search"): 30 criteria of 100 values each, 5 sort keys and 20
+    includes make one statement both databases still parse; a next page keysets on all 5."""
+    for year in (1990, 1991, 1992):
+        await client.post("/Patient", json=patient(birthDate=f"{year}-01-01"), headers=FHIR_JSON)
+    many = ",".join(["9434765919", *(f"urn:x|{n}" for n in range(99))])
+    criteria = [("identifier", many)] * 10 + [("gender", "unknown," * 99 + "x")] * 10
+    criteria += [("birthdate", ",".join(["ge1900"] * 100))] * 10
+    sort = [("_sort", "-birthdate,family,given,gender,-_lastUpdated")]
+    includes = [("_include", "Patient:general-practitioner")] * 10
+    includes += [("_revinclude", "ServiceRequest:patient")] * 10
+    body = [*criteria, *sort, *includes, ("_count", "2")]
+    posted = await client.post("/Patient/_search", content=urlencode(body), headers=FORM)
+    assert posted.status_code == 200, posted.text
+    first = await client.get("/Patient", params=body)
+    assert first.status_code == 200, first.text
+    page = first.json()
+    assert [e["resource"]["birthDate"] for e in page["entry"]] == ["1992-01-01", "1991-01-01"]
+    following = next(link["url"] for link in page["link"] if link["relation"] == "next")
+    second = await client.get(following)
+    assert second.status_code == 200, second.text
+    assert [e["resource"]["birthDate"] for e in second.json()["entry"]] == ["1990-01-01"]
+
+
+@pytest.mark.parametrize(
+    ("params", "where"),
+    [
+        ([("identifier", ",".join(str(n) for n in range(101)))], ["identifier"]),
+        ([("gender", "unknown")] * 31, []),
+        ([("_sort", "family,given,gender,birthdate,_id,-_lastUpdated")], []),
+        ([("_revinclude", "ServiceRequest:patient")] * 21, []),
+    ],
+)
+async def test_searches_past_the_limits_are_too_costly(
+    client: httpx.AsyncClient, params: list[tuple[str, str]], where: list[str]
+) -> None:
+    for prefer in ("handling=strict", "handling=lenient"):
+        response = await client.get("/Patient", params=params, headers={"Prefer": prefer})
+        assert response.status_code == 400, response.text
+        assert issues(response.json()) == [("too-costly", where)]
+
+
+async def test_thousands_of_values_are_refused_not_a_500(client: httpx.AsyncClient) -> None:
+    """Nine thousand values once made a statement too deep for SQLite to parse."""
+    values = ",".join(f"v{n}" for n in range(9000))
+    posted = await client.post("/Patient/_search", content=f"family={values}", headers=FORM)
+    assert posted.status_code == 400
+    assert issues(posted.json()) == [("too-costly", ["family"])]

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from urllib.parse import parse_qsl
 
-from app.fhir.errors import InvalidRequest
+from app.fhir.errors import InvalidRequest, TooCostly
 from app.fhir.numbers import whole_number
 from app.fhir.resources import SERVED
 from app.fhir.search.registry import SearchParameter, parameters_for
@@ -35,6 +35,15 @@ RESULT_PARAMETERS = frozenset(
 )
 #: Parameters FHIR defines for the whole interaction, answered elsewhere or not applicable.
 IGNORED_ALWAYS = frozenset({"_format", "_pretty"})
+
+# What one search may ask for (README, "Search"). Each value, criterion and key is a part of
+# one SQL statement; past these the statement outgrows what the databases parse (SQLite's
+# expression depth of 1,000, PostgreSQL's stack and 32,767 parameters) long before any real
+# search needs it.
+MAX_VALUES = 100  #: comma-separated values (ORs) of one parameter
+MAX_CRITERIA = 30  #: search parameters (ANDs), chains and _has included
+MAX_SORT_KEYS = 5
+MAX_INCLUDES = 20  #: _include and _revinclude parameters together
 
 
 @dataclass(frozen=True, slots=True)
@@ -237,6 +246,7 @@ def parse_search(
 def _parse_one(request: SearchRequest, name: str, value: str, max_count: int) -> None:
     if name.split(":")[0] in RESULT_PARAMETERS:
         _result(request, name, value, max_count)
+        _within_limits(request)
         return
     if value == "":
         raise InvalidRequest(f"The search parameter '{name}' has no value", expression=(name,))
@@ -246,8 +256,24 @@ def _parse_one(request: SearchRequest, name: str, value: str, max_count: int) ->
         criterion = _chained(request.resource_type, name, value)
     else:
         criterion = _simple(request.resource_type, name, value)
+    if len(split_or(value)) > MAX_VALUES:
+        raise TooCostly(
+            f"'{name}' has more than {MAX_VALUES} values; search in several requests",
+            expression=(name,),
+        )
     request.criteria.append(criterion)
     request.canonical.append((name, value))
+    _within_limits(request)
+
+
+def _within_limits(request: SearchRequest) -> None:
+    for count, limit, what in (
+        (len(request.criteria), MAX_CRITERIA, "search parameters"),
+        (len(request.sort), MAX_SORT_KEYS, "_sort keys"),
+        (len(request.includes), MAX_INCLUDES, "_include and _revinclude parameters"),
+    ):
+        if count > limit:
+            raise TooCostly(f"A search takes at most {limit} {what}")
 
 
 def conditional_criteria(
