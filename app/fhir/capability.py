@@ -130,12 +130,6 @@ def _resource(
     # Conditional update is served in transaction and batch entries (PUT Type?criteria),
     # not as a REST interaction: PUT /Type?criteria answers 405.
     conditional_update = "update" in codes and "transaction" in implemented
-    notes = [policy.documentation] if policy.documentation else []
-    optional: dict[str, Any] = {}
-    if conditional_update:
-        notes.append(
-            "Conditional update: as a PUT Type?criteria entry of a transaction or batch Bundle."
-        )
     entry: dict[str, Any] = {
         "type": resource_type,
         "profile": f"http://hl7.org/fhir/StructureDefinition/{resource_type}",
@@ -157,13 +151,32 @@ def _resource(
             for p in parameters_for(resource_type).values()
         ],
     }
-    if "search-type" in codes:
+    optional = _optional_elements(
+        resource_type, policy, "search-type" in codes, conditional_update, operations
+    )
+    entry.update({name: value for name, value in optional.items() if value})  # FHIR: no []/""
+    return entry
+
+
+def _optional_elements(
+    resource_type: str,
+    policy: ResourcePolicy,
+    searched: bool,
+    conditional_update: bool,
+    operations: list[Operation],
+) -> dict[str, Any]:
+    notes = [policy.documentation] if policy.documentation else []
+    if conditional_update:
+        notes.append(
+            "Conditional update: as a PUT Type?criteria entry of a transaction or batch Bundle."
+        )
+    optional: dict[str, Any] = {}
+    if searched:
         optional["searchInclude"] = _search_includes(resource_type)
         optional["searchRevInclude"] = _search_rev_includes(resource_type)
     optional["operation"] = [_operation(o) for o in operations if o.resource_type == resource_type]
     optional["documentation"] = " ".join(notes)
-    entry.update({name: value for name, value in optional.items() if value})  # FHIR: no []/""
-    return entry
+    return optional
 
 
 def _operation(operation: Operation) -> dict[str, str]:
