@@ -11,6 +11,7 @@ import orjson
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
+from fastapi.routing import APIRoute
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -18,9 +19,10 @@ from app import pathway
 from app.api import auth, fhir_rest, fhir_system, health, metadata, operations
 from app.api.access import caller, record_failure, smart_security
 from app.api.requests import RequestContext
+from app.canonical import WAYMARK
 from app.config import Settings, get_settings
 from app.db import make_engine
-from app.fhir.capability import capability_statement
+from app.fhir.capability import capability_statement, routed_operations
 from app.fhir.errors import FhirError, Issue, operation_outcome_bytes
 from app.fhir.http import FHIR_JSON
 from app.fhir.resources import warm_up
@@ -142,6 +144,14 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
                 now=app.state.runtime.clock(),
                 max_bundle_entries=app.state.runtime.settings.max_bundle_entries,
                 security=smart_security(settings) if settings.auth == "on" else None,
+                operations=routed_operations(
+                    (
+                        (route.path, route.name)
+                        for route in operations.router.routes
+                        if isinstance(route, APIRoute)
+                    ),
+                    f"{WAYMARK}/OperationDefinition",
+                ),
             )
         )
         try:

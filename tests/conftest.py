@@ -201,12 +201,35 @@ async def anonymous(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
         yield http
 
 
+class ReceivedResources:
+    """An httpx response hook keeping every FHIR resource received, so that a fixture can
+    check at teardown that each parses with fhirclient's R4 models in strict mode."""
+
+    def __init__(self) -> None:
+        self.bodies: list[dict[str, Any]] = []
+
+    async def __call__(self, response: httpx.Response) -> None:
+        await response.aread()
+        if response.headers.get("content-type", "").startswith(
+            ("application/fhir+json", "application/json")
+        ):
+            body = response.json()
+            if isinstance(body, dict) and "resourceType" in body:
+                self.bodies.append(body)
+
+    def assert_all_parse_as_r4(self) -> None:
+        for body in self.bodies:
+            assert_parses_as_r4(body)
+
+
 @pytest.fixture
 async def scoped_client(
     app: FastAPI, anonymous: httpx.AsyncClient, registered_client: str, client_key: ECKey
 ) -> AsyncIterator[Callable[[str], Awaitable[httpx.AsyncClient]]]:
-    """Make HTTP clients on the app holding a token for the given scopes."""
+    """Make HTTP clients on the app holding a token for the given scopes; every FHIR
+    resource they receive must parse as R4."""
     opened: list[httpx.AsyncClient] = []
+    received = ReceivedResources()
 
     async def make(scopes: str) -> httpx.AsyncClient:
         token = await obtain_token(
@@ -216,6 +239,7 @@ async def scoped_client(
             transport=httpx.ASGITransport(app=app),
             base_url=BASE_URL,
             headers={"Authorization": f"Bearer {token}"},
+            event_hooks={"response": [received]},
         )
         opened.append(http)
         return http
@@ -223,6 +247,7 @@ async def scoped_client(
     yield make
     for http in opened:
         await http.aclose()
+    received.assert_all_parse_as_r4()
 
 
 @pytest.fixture
@@ -238,27 +263,16 @@ async def client(
         scopes="system/*.cruds",
         base_url=BASE_URL,
     )
-    received: list[dict[str, Any]] = []
-
-    async def collect(response: httpx.Response) -> None:
-        await response.aread()
-        if response.headers.get("content-type", "").startswith(
-            ("application/fhir+json", "application/json")
-        ):
-            body = response.json()
-            if isinstance(body, dict) and "resourceType" in body:
-                received.append(body)
-
+    received = ReceivedResources()
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(
         transport=transport,
         base_url=BASE_URL,
-        event_hooks={"response": [collect]},
+        event_hooks={"response": [received]},
         headers={"Authorization": f"Bearer {token}"},
     ) as http:
         yield http
-    for body in received:
-        assert_parses_as_r4(body)
+    received.assert_all_parse_as_r4()
 
 
 def _free_port() -> int:

@@ -12,30 +12,31 @@ from urllib.parse import parse_qsl, urlencode
 from fastapi import APIRouter, Path, Request
 from fastapi.responses import Response
 
+from app.api import edge
 from app.api.access import audited_store
 from app.api.edge import json_body as _json_body
 from app.api.edge import media as _media
+from app.api.edge import read_body as _read_body
 from app.api.edge import request_body as _body
 from app.api.edge import responses as _edge_responses
 from app.api.edge import runtime as _runtime
 from app.fhir import bundles
 from app.fhir.errors import (
-    InvalidResource,
     Issue,
     MethodNotAllowed,
     UnsupportedMediaType,
     operation_outcome_bytes,
 )
+from app.fhir.history import encode_cursor, parse_history
 from app.fhir.http import (
     etag,
     http_date,
     parse_if_match,
     parse_prefer,
 )
-from app.fhir.numbers import whole_number
 from app.fhir.repository import StoredVersion
 from app.fhir.resources import SERVED
-from app.fhir.search.dates import parse_date
+from app.fhir.search.parse import conditional_criteria
 from app.fhir.store import require_valid_id
 from app.fhir.validation import require_interaction
 
@@ -104,6 +105,7 @@ def _resource_response(
     name="history-type",
     summary="History of every resource of a type",
     responses=_responses({200: "A history Bundle"}),
+    openapi_extra={"parameters": edge.HISTORY_PARAMETERS},
 )
 async def history_type(request: Request, resource_type: ResourceType) -> Response:
     return await _history(request, resource_type, None)
@@ -114,6 +116,7 @@ async def history_type(request: Request, resource_type: ResourceType) -> Respons
     name="history-instance",
     summary="History of one resource",
     responses=_responses({200: "A history Bundle"}),
+    openapi_extra={"parameters": edge.HISTORY_PARAMETERS},
 )
 async def history_instance(
     request: Request, resource_type: ResourceType, resource_id: ResourceId
@@ -125,26 +128,29 @@ async def _history(request: Request, resource_type: str, resource_id: str | None
     media = _media(request)
     _check_interaction(resource_type, "history-type" if resource_id is None else "history-instance")
     runtime = _runtime(request)
-    params = request.query_params
-    count_text = params.get("_count", str(runtime.settings.default_page_size))
-    count = whole_number(count_text)
-    if count is None:
-        raise InvalidResource("_count must be a whole number", expression=("_count",))
-    since = parse_date(params["_since"], param="_since").start if "_since" in params else None
+    base = runtime.settings.base_url
+    params = [(k, v) for k, v in request.query_params.multi_items() if k != "_format"]
+    wanted = parse_history(params, default_count=runtime.settings.default_page_size)
     async with audited_store(request, write=False) as store:
-        versions = await store.history(resource_type, resource_id, since=since, count=count)
+        page = await store.history(resource_type, resource_id, wanted)
     path = (
         f"{resource_type}/_history"
         if resource_id is None
         else f"{resource_type}/{resource_id}/_history"
     )
-    query = urlencode([(k, v) for k, v in params.multi_items() if k != "_format"])
-    self_url = f"{runtime.settings.base_url}/{path}" + (f"?{query}" if query else "")
+    links = [("self", f"{base}/{path}" + (f"?{urlencode(params)}" if params else ""))]
+    if page.more and page.versions:
+        following = [(k, v) for k, v in params if k != "_cursor"]
+        following.append(("_cursor", encode_cursor(page.versions[-1])))
+        links.append(("next", f"{base}/{path}?{urlencode(following)}"))
+    # The whole history is counted only when all of it is on this one page.
+    whole = wanted.after is None and not page.more
     body = bundles.history(
-        base_url=runtime.settings.base_url,
-        versions=versions,
-        links=[("self", self_url)],
+        base_url=base,
+        versions=page.versions,
+        links=links,
         now=runtime.clock(),
+        total=len(page.versions) if whole else None,
     )
     return Response(body, media_type=media)
 
@@ -154,6 +160,7 @@ async def _history(request: Request, resource_type: str, resource_id: str | None
     name="vread",
     summary="Read one version of a resource",
     responses=_responses({200: "The resource as it was at that version"}, 410),
+    openapi_extra={"parameters": [edge.FORMAT]},
 )
 async def vread(
     request: Request, resource_type: ResourceType, resource_id: ResourceId, version_id: str
@@ -170,6 +177,7 @@ async def vread(
     name="read",
     summary="Read the current version of a resource",
     responses=_responses({200: "The resource"}, 410),
+    openapi_extra={"parameters": [edge.FORMAT]},
 )
 async def read(request: Request, resource_type: ResourceType, resource_id: ResourceId) -> Response:
     media = _media(request)
@@ -184,6 +192,7 @@ async def read(request: Request, resource_type: ResourceType, resource_id: Resou
     name="search-type",
     summary="Search resources of a type",
     responses=_responses({200: "A searchset Bundle"}),
+    openapi_extra={"parameters": edge.SEARCH_PARAMETERS},
 )
 async def search(request: Request, resource_type: ResourceType) -> Response:
     return await _search(request, resource_type, list(request.query_params.multi_items()))
@@ -195,13 +204,14 @@ async def search(request: Request, resource_type: ResourceType) -> Response:
     summary="Search resources of a type, parameters form-encoded in the body",
     responses=_responses({200: "A searchset Bundle"}, 415),
     openapi_extra={
+        "parameters": edge.SEARCH_PARAMETERS,
         "requestBody": {
             "content": {
                 "application/x-www-form-urlencoded": {
                     "schema": {"type": "object", "additionalProperties": {"type": "string"}}
                 }
             }
-        }
+        },
     },
 )
 async def search_post(request: Request, resource_type: ResourceType) -> Response:
@@ -210,7 +220,7 @@ async def search_post(request: Request, resource_type: ResourceType) -> Response
         raise UnsupportedMediaType(
             "POST _search takes application/x-www-form-urlencoded parameters"
         )
-    body = (await request.body()).decode("utf-8", errors="replace")
+    body = (await _read_body(request)).decode("utf-8", errors="replace")
     params = list(request.query_params.multi_items()) + parse_qsl(body, keep_blank_values=True)
     return await _search(request, resource_type, params)
 
@@ -231,18 +241,22 @@ async def _search(request: Request, resource_type: str, params: list[tuple[str, 
     responses=_responses(
         {201: "Created", 200: "An existing resource matched If-None-Exist"}, 412, 413, 415
     ),
-    openapi_extra=_body(_RESOURCE_SCHEMA),
+    openapi_extra={
+        **_body(_RESOURCE_SCHEMA),
+        "parameters": [edge.IF_NONE_EXIST, edge.PREFER, edge.FORMAT],
+    },
     status_code=201,
 )
 async def create(request: Request, resource_type: ResourceType) -> Response:
     media = _media(request)
     _check_interaction(resource_type, "create")
+    if_none_exist = request.headers.get("if-none-exist")
+    if if_none_exist is not None:
+        conditional_criteria(resource_type, if_none_exist, where="If-None-Exist")
     document = await _json_body(request)
     async with audited_store(request, write=True) as store:
         result = await store.create(
-            document,
-            resource_type=resource_type,
-            if_none_exist=request.headers.get("if-none-exist"),
+            document, resource_type=resource_type, if_none_exist=if_none_exist
         )
     return _resource_response(
         request,
@@ -260,7 +274,10 @@ async def create(request: Request, resource_type: ResourceType) -> Response:
     name="update",
     summary="Update a resource (or create it with this id), If-Match for versioned update",
     responses=_responses({200: "Updated", 201: "Created with the given id"}, 412, 413, 415),
-    openapi_extra=_body(_RESOURCE_SCHEMA),
+    openapi_extra={
+        **_body(_RESOURCE_SCHEMA),
+        "parameters": [edge.IF_MATCH, edge.PREFER, edge.FORMAT],
+    },
 )
 async def update(
     request: Request, resource_type: ResourceType, resource_id: ResourceId
@@ -286,9 +303,10 @@ async def update(
     name="patch",
     summary="Change a resource with a JSON Patch, If-Match for versioned patch",
     responses=_responses({200: "Patched"}, 410, 412, 413, 415, 422),
-    openapi_extra=_body(
-        {"type": "array", "items": {"type": "object"}}, "application/json-patch+json"
-    ),
+    openapi_extra={
+        **_body({"type": "array", "items": {"type": "object"}}, "application/json-patch+json"),
+        "parameters": [edge.IF_MATCH, edge.PREFER, edge.FORMAT],
+    },
 )
 async def patch(request: Request, resource_type: ResourceType, resource_id: ResourceId) -> Response:
     media = _media(request)
@@ -306,6 +324,7 @@ async def patch(request: Request, resource_type: ResourceType, resource_id: Reso
     name="delete",
     summary="Delete a resource (a tombstone version; history is kept)",
     responses={204: {"description": "Deleted (or already deleted)"}, **_responses({}, 405)},
+    openapi_extra={"parameters": [edge.FORMAT]},
     status_code=204,
 )
 async def delete(

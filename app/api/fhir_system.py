@@ -88,7 +88,10 @@ _RESPONSE_SCHEMA: dict[str, Any] = {
         415,
         422,
     ),
-    openapi_extra=edge.request_body(_BUNDLE_SCHEMA),
+    openapi_extra={
+        **edge.request_body(_BUNDLE_SCHEMA),
+        "parameters": [edge.PREFER, edge.FORMAT],
+    },
 )
 async def transaction_or_batch(request: Request) -> Response:
     media = edge.media(request)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
+from app.api.edge import FORMAT
 from app.fhir.http import negotiate
 
 router = APIRouter(tags=["FHIR REST"])
@@ -15,6 +16,7 @@ router = APIRouter(tags=["FHIR REST"])
     name="capabilities",
     summary="The CapabilityStatement: what this server implements",
     responses={200: {"content": {"application/fhir+json": {}}}},
+    openapi_extra={"parameters": [FORMAT]},
 )
 async def metadata(request: Request) -> Response:
     media = negotiate(request.headers.get("accept"), request.query_params.get("_format"))

@@ -19,6 +19,7 @@ import orjson
 
 from app.fhir.errors import FhirError, InvalidRequest, InvalidResource, PayloadTooLarge
 from app.fhir.http import JSON_PATCH, parse_if_match
+from app.fhir.search.parse import conditional_criteria
 from app.fhir.store import require_valid_id
 from app.fhir.validation import require_interaction
 
@@ -296,6 +297,8 @@ def _check_create(entry: Entry) -> None:
             expression=("request.url",),
         )
     _require_resource(entry)
+    if entry.if_none_exist is not None:
+        conditional_criteria(entry.resource_type, entry.if_none_exist, where="request.ifNoneExist")
 
 
 def _check_update(entry: Entry) -> None:
@@ -305,6 +308,8 @@ def _check_update(entry: Entry) -> None:
             "PUT takes request.url Type/id, or Type?search for a conditional update",
             expression=("request.url",),
         )
+    if entry.query is not None:  # a conditional update
+        conditional_criteria(entry.resource_type, entry.query, where="request.url")
     body_id = resource.get("id")
     if entry.resource_id is not None and body_id != entry.resource_id:
         raise InvalidResource(

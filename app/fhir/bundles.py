@@ -11,7 +11,7 @@ import orjson
 
 from app.fhir.errors import Issue, operation_outcome_bytes
 from app.fhir.repository import StoredVersion
-from app.fhir.resources import instant
+from app.fhir.resources import instant, mandatory_elements
 from app.fhir.search.parse import SearchRequest
 from app.fhir.search.query import SearchPage
 
@@ -39,9 +39,17 @@ SUBSETTED = {
 
 
 def subset(content: bytes, elements: Sequence[str]) -> bytes:
-    """The resource with only the elements asked for (_elements), marked SUBSETTED."""
+    """The resource with only the elements asked for (_elements), marked SUBSETTED.
+
+    FHIR (search.html#elements) returns the mandatory elements whatever is asked for, so
+    the result is still a valid resource; a primitive's ``_name`` (its extensions) goes with
+    ``name``.
+    """
     resource = orjson.loads(content)
-    kept = {k: v for k, v in resource.items() if k in ("resourceType", "id", "meta", *elements)}
+    mandatory = mandatory_elements(str(resource["resourceType"]))
+    wanted = {"resourceType", "id", "meta", *elements, *mandatory}
+    wanted |= {f"_{name}" for name in wanted}
+    kept = {k: v for k, v in resource.items() if k in wanted}
     meta = dict(kept.get("meta", {}))
     meta["tag"] = [*meta.get("tag", []), SUBSETTED]
     kept["meta"] = meta
@@ -97,19 +105,28 @@ def search_result(
     """The searchset Bundle of one page: self/next/previous links as understood, includes,
     and a warning outcome naming what lenient handling ignored."""
     base = f"{base_url}/{resource_type}"
-    canonical = request.canonical
-    links = [("self", base + (f"?{urlencode(canonical)}" if canonical else ""))]
+    canonical = request.canonical  # what was understood, without the page's position
+    shown = [*canonical, ("_cursor", request.cursor)] if request.cursor else canonical
+    links = [("self", base + (f"?{urlencode(shown)}" if shown else ""))]
     for relation, cursor in (("next", page.next_cursor), ("previous", page.previous_cursor)):
         if cursor is not None:
             links.append((relation, f"{base}?{urlencode([*canonical, ('_cursor', cursor)])}"))
-    outcome = None
-    if request.ignored:
-        outcome = operation_outcome_bytes(
-            [
-                Issue("not-supported", f"Ignored '{name}': {why}", severity="warning")
-                for name, why in request.ignored
-            ]
+    notes = [
+        Issue("not-supported", f"Ignored '{name}': {why}", severity="warning")
+        for name, why in request.ignored
+    ]
+    if page.included_truncated:
+        notes.append(
+            Issue(
+                "too-costly",
+                "_include and _revinclude reach more resources than one page carries: only "
+                f"the first {len(page.included)} (by type and id) are here. Ask for fewer "
+                "matches per page (_count) to have all of each page's",
+                severity="warning",
+                expression=tuple(sorted({n for n, _ in request.canonical if _is_include(n)})),
+            )
         )
+    outcome = operation_outcome_bytes(notes) if notes else None
     return searchset(
         base_url=base_url,
         resource_type=resource_type,
@@ -123,13 +140,20 @@ def search_result(
     )
 
 
+def _is_include(name: str) -> bool:
+    return name.split(":")[0] in ("_include", "_revinclude")
+
+
 def history(
     *,
     base_url: str,
     versions: Sequence[StoredVersion],
     links: Sequence[tuple[str, str]],
     now: datetime,
+    total: int | None = None,
 ) -> bytes:
+    """A history Bundle of one page; ``total`` only when it is the count of the whole
+    history asked for (FHIR: total is the number of matches, not of this page's entries)."""
     entries = []
     for version in versions:
         url = f"{version.resource_type}/{version.id}"
@@ -152,7 +176,7 @@ def history(
         if version.content is not None:
             encoded = encoded[:-1] + b',"resource":' + version.content + b"}"
         entries.append(encoded)
-    body = _open("history", now, len(versions), links)
+    body = _open("history", now, total, links)
     if entries:
         body += b',"entry":[' + b",".join(entries) + b"]"
     return body + b"}"

@@ -124,6 +124,13 @@ class PayloadTooLarge(FhirError):
     code = "too-costly"
 
 
+class TooCostly(FhirError):
+    """A request asking more work of one query than the server does (a search's limits)."""
+
+    status = 400
+    code = "too-costly"
+
+
 class UnsupportedMediaType(FhirError):
     status = 415
     code = "not-supported"

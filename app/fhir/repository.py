@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, cast
 
-from sqlalchemy import Table, and_, bindparam, delete, insert, select, text, update
+from sqlalchemy import Table, and_, bindparam, delete, insert, or_, select, text, update
 from sqlalchemy.dialects.postgresql.asyncpg import dialect as asyncpg_dialect
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.sql.compiler import SQLCompiler
@@ -226,13 +226,26 @@ class ResourceRepository:
         *,
         since: datetime | None,
         limit: int,
+        after: tuple[datetime, str, int] | None = None,
     ) -> Sequence[StoredVersion]:
-        """Newest first, as FHIR's history interaction returns them."""
-        conditions = [version_table.c.resource_type == resource_type]
+        """Newest first, as FHIR's history interaction returns them: by last_updated
+        descending, then id, then version descending; ``after`` (last_updated, id, version)
+        starts strictly after that version in this order (keyset paging)."""
+        v = version_table.c
+        conditions = [v.resource_type == resource_type]
         if resource_id is not None:
-            conditions.append(version_table.c.id == resource_id)
+            conditions.append(v.id == resource_id)
         if since is not None:
-            conditions.append(version_table.c.last_updated >= since)
+            conditions.append(v.last_updated >= since)
+        if after is not None:
+            moment, after_id, after_version = after
+            conditions.append(
+                or_(
+                    v.last_updated < moment,
+                    and_(v.last_updated == moment, v.id > after_id),
+                    and_(v.last_updated == moment, v.id == after_id, v.version_id < after_version),
+                )
+            )
         stmt = (
             select(
                 version_table.c.id,

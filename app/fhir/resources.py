@@ -96,6 +96,36 @@ def model_class(resource_type: str) -> Any:
     return get_fhir_model_class(resource_type)
 
 
+@cache
+def mandatory_elements(resource_type: str) -> frozenset[str]:
+    """The top-level elements of ``resource_type`` with a minimum cardinality of 1, as the
+    JSON names them (a required choice keeps every one of its names, e.g. medication[x]).
+    Computed once per type from the model's field information."""
+    names = set()
+    for name, info in model_class(resource_type).model_fields.items():
+        extra = info.json_schema_extra if isinstance(info.json_schema_extra, dict) else {}
+        required = extra.get("element_required") or extra.get("one_of_many_required")
+        if info.is_required() or required:
+            names.add(info.alias or name)
+    return frozenset(names)
+
+
+#: Resource types that exist only as the base of others: no resource is of these types.
+_ABSTRACT_RESOURCES = frozenset({"Resource", "DomainResource"})
+
+
+def is_resource_type(name: str) -> bool:
+    """Whether ``name`` is a concrete FHIR resource type (served here or not), as a contained
+    resource may be. Not cached: names come from clients, and misses would pile up."""
+    if name in _ABSTRACT_RESOURCES:
+        return False
+    try:
+        found = get_fhir_model_class(name)
+    except ValueError:
+        return False
+    return bool(found.has_resource_base())
+
+
 def warm_up() -> None:
     """Pay the import and first-validation cost at start-up, not on the first request."""
     for resource_type in SERVED:

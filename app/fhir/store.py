@@ -12,7 +12,6 @@ import re
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from datetime import datetime
 from typing import Any
 from urllib.parse import parse_qsl, urlencode
 
@@ -33,6 +32,7 @@ from app.fhir.errors import (
     NotFound,
     PreconditionFailed,
 )
+from app.fhir.history import HistoryRequest
 from app.fhir.hooks import WriteEvent, WriteHooks
 from app.fhir.numbers import whole_number
 from app.fhir.repository import ResourceRepository, StoredVersion
@@ -51,6 +51,12 @@ def require_valid_id(resource_id: str) -> None:
         raise InvalidRequest(
             "A resource id is 1-64 letters, digits, '-' or '.'", expression=("id",)
         )
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryPage:
+    versions: list[StoredVersion]
+    more: bool  # further versions follow this page
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,16 +145,25 @@ class FhirStore:
         return stored
 
     async def history(
-        self, resource_type: str, resource_id: str | None, *, since: datetime | None, count: int
-    ) -> list[StoredVersion]:
+        self, resource_type: str, resource_id: str | None, request: HistoryRequest
+    ) -> HistoryPage:
+        """One page of history, newest first; ``more`` when versions follow it."""
         interaction = "history-type" if resource_id is None else "history-instance"
         self.access.authorise(interaction, resource_type, resource_id)
         if resource_id is not None and await self.repo.current(resource_type, resource_id) is None:
             raise NotFound(f"{resource_type}/{resource_id} is not known")
-        count = min(count, self.max_page_size)
-        versions = await self.repo.history(resource_type, resource_id, since=since, limit=count)
+        count = min(request.count, self.max_page_size)
+        after = request.after
+        fetched = await self.repo.history(
+            resource_type,
+            resource_id,
+            since=request.since,
+            limit=count + 1,  # one more tells whether another page follows
+            after=(after.last_updated, after.resource_id, after.version_id) if after else None,
+        )
+        versions = list(fetched[:count])
         self.access.touched(interaction, resource_type, [_touched(v) for v in versions])
-        return list(versions)
+        return HistoryPage(versions, more=len(fetched) > count)
 
     async def search(
         self, resource_type: str, params: list[tuple[str, str]], *, lenient: bool = False

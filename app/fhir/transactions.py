@@ -18,6 +18,7 @@ The response keeps the request's order either way.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import re
 import uuid
 from collections.abc import Awaitable, Iterator
@@ -35,6 +36,7 @@ from app.fhir.errors import (
     Conflict,
     FhirError,
     Gone,
+    InternalError,
     InvalidRequest,
     InvalidResource,
     Issue,
@@ -45,6 +47,7 @@ from app.fhir.errors import (
 from app.fhir.http import etag
 from app.fhir.repository import StoredVersion
 from app.fhir.resources import SERVED, instant
+from app.fhir.search.parse import conditional_criteria
 from app.fhir.store import FhirStore, require_valid_id
 from app.fhir.validation import validate_resource
 
@@ -54,6 +57,8 @@ _BUNDLE_LOCAL = re.compile(r"^urn:(uuid|oid):")
 _CONDITIONAL_REFERENCE = re.compile(r"^([A-Z][A-Za-z]*)\?(.+)$")
 
 T = TypeVar("T")
+
+log = logging.getLogger("waymark.transactions")
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,6 +135,7 @@ class _Processor:
     # -- the two kinds of Bundle ------------------------------------------------------------
 
     async def transaction(self, entries: list[Entry]) -> list[_Answer]:
+        _refuse_shared_conditions(entries)
         answers: dict[int, _Answer] = {}
         for entry in _in_phase(entries, _PHASES[0]):
             answers[entry.index] = await _at(entry, self._delete(entry))
@@ -156,21 +162,38 @@ class _Processor:
             if isinstance(entry, FhirError):
                 answers.append(_failed(entry))
                 continue
-            try:
-                async with self.conn.begin_nested():
-                    target = await self._target(entry) if entry.method in ("POST", "PUT") else None
-                    answer = await self._execute(entry, target)
-            except FhirError as error:
-                self.store.access.failed(
-                    entry.interaction,
-                    entry.resource_type,
-                    entry.resource_id,
-                    status=error.status,
-                    reason=type(error).__name__,
-                )
-                answer = _failed(_located(error, entry))
-            answers.append(answer)
+            answers.append(await self._batch_entry(entry))
         return answers
+
+    async def _batch_entry(self, entry: Entry) -> _Answer:
+        """One batch entry in its own savepoint. Batch entries are independent, so even an
+        unexpected exception fails only its own entry, as a 500 with no internals in it."""
+        try:
+            async with self.conn.begin_nested():
+                target = await self._target(entry) if entry.method in ("POST", "PUT") else None
+                return await self._execute(entry, target)
+        except FhirError as error:
+            failure, reason = _located(error, entry), type(error).__name__
+        except Exception as error:
+            # Only the type and the entry's place: messages can carry patient data.
+            log.error(
+                "unhandled %s in Bundle.entry[%d] (%s %s) of a batch",
+                type(error).__name__,
+                entry.index,
+                entry.method,
+                entry.resource_type,
+            )
+            internal = InternalError("An internal error occurred; this entry changed nothing")
+            failure, reason = _located(internal, entry), type(error).__name__
+        self.store.warnings.clear()  # what the failed entry raised is not another entry's
+        self.store.access.failed(
+            entry.interaction,
+            entry.resource_type,
+            entry.resource_id,
+            status=failure.status,
+            reason=reason,
+        )
+        return _failed(failure)
 
     # -- settling identities before anything is written --------------------------------------
 
@@ -356,6 +379,7 @@ class _Processor:
         # The query is not repeated in messages: it usually holds a patient's identifier.
         criteria = "The conditional reference"
         try:
+            conditional_criteria(resource_type, query, where=criteria, expression=())
             match = await self.store.conditional_match(resource_type, query, criteria=criteria)
         except FhirError as error:
             raise _with_expression(error, path) from error
@@ -429,6 +453,33 @@ def _refuse_overlaps(entries: list[Entry], targets: dict[int, _Target]) -> None:
                 entry,
             )
         changed_by[key] = entry.index
+
+
+def _refuse_shared_conditions(entries: list[Entry]) -> None:
+    """Two conditional creates or updates with the same criteria name one resource: FHIR
+    fails a transaction whose entries' identities, resolved ones included, overlap
+    (http.html#trules). Settled against the state before the transaction, both would find
+    nothing and each create one, the duplicate a condition exists to prevent."""
+    first_with: dict[tuple[str, tuple[tuple[str, str], ...]], int] = {}
+    for entry in entries:
+        condition = entry.if_none_exist if entry.method == "POST" else None
+        if entry.method == "PUT" and entry.resource_id is None:
+            condition = entry.query
+        if condition is None:
+            continue
+        criteria = parse_qsl(condition.lstrip("?"), keep_blank_values=True)
+        key = (entry.resource_type, tuple(sorted(criteria)))
+        if key in first_with:
+            raise _located(
+                InvalidRequest(
+                    f"Bundle.entry[{first_with[key]}] has the same conditions on "
+                    f"{entry.resource_type}: both name one resource, and a transaction "
+                    "changes each resource once; send that resource in one entry",
+                    expression=("request",),
+                ),
+                entry,
+            )
+        first_with[key] = entry.index
 
 
 def _reference_holders(node: Any, path: str) -> Iterator[tuple[str, dict[str, Any]]]:

@@ -14,7 +14,7 @@ from pydantic import ValidationError
 from app.fhir.bindings import binding_issues
 from app.fhir.errors import InvalidResource, Issue, MethodNotAllowed, UnknownResourceType
 from app.fhir.identifiers import NHS_NUMBER_SYSTEM, chi_number_problem, nhs_number_problem
-from app.fhir.resources import SERVED, model_class
+from app.fhir.resources import SERVED, is_resource_type, model_class
 
 _PYDANTIC_CODES = {
     "missing": "required",
@@ -43,17 +43,24 @@ def _pydantic_issues(resource_type: str, error: ValidationError) -> list[Issue]:
 
 
 class _Walker:
-    """One pass over the document: empty values and UK identifier check digits."""
+    """One pass over the document: empty values, UK identifier check digits, and the types
+    of resources nested in it (contained ones)."""
 
-    def __init__(self, chi_system: str) -> None:
+    def __init__(self, chi_system: str, root: str) -> None:
         self.chi_system = chi_system
+        self.root = root
         self.issues: list[Issue] = []
+        #: A nested resource names no real type: fhir.resources cannot be asked about it
+        #: (it looks the type up and fails with KeyError or TypeError, not a ValidationError).
+        self.unreadable = False
 
     def walk(self, node: Any, path: str, in_list: bool = False) -> None:
         if isinstance(node, dict):
             if not node:
                 self._empty(path)
                 return
+            if path != self.root and "resourceType" in node:
+                self._nested_resource_type(node["resourceType"], path)
             system = node.get("system")
             if isinstance(system, str) and isinstance(node.get("value"), str):
                 self._identifier(system, node["value"], path)
@@ -62,6 +69,8 @@ class _Walker:
                     if not child:
                         self._empty(f"{path}.{key}")
                     for index, item in enumerate(child):
+                        if key == "contained":
+                            self._contained(item, f"{path}.{key}[{index}]")
                         self.walk(item, f"{path}.{key}[{index}]", in_list=True)
                 else:
                     self.walk(child, f"{path}.{key}")
@@ -71,6 +80,27 @@ class _Walker:
                 self._empty(path)
         elif isinstance(node, str) and not node.strip():
             self._empty(path)
+
+    def _nested_resource_type(self, resource_type: Any, path: str) -> None:
+        if isinstance(resource_type, str) and is_resource_type(resource_type):
+            return
+        self.unreadable = True
+        problem = (
+            f"'{resource_type}' is not a FHIR resource type"
+            if isinstance(resource_type, str)
+            else "resourceType must be a string naming a FHIR resource type"
+        )
+        self.issues.append(Issue("value", problem, expression=(f"{path}.resourceType",)))
+
+    def _contained(self, item: Any, path: str) -> None:
+        if isinstance(item, dict) and item and "resourceType" not in item:
+            self.issues.append(
+                Issue(
+                    "required",
+                    "A contained resource needs its resourceType",
+                    expression=(f"{path}.resourceType",),
+                )
+            )
 
     def _empty(self, path: str) -> None:
         self.issues.append(
@@ -153,13 +183,14 @@ def validate_resource(
             f"Resource type '{resource_type}' is not served by this server",
             expression=("resourceType",),
         )
-    walker = _Walker(chi_system)
+    walker = _Walker(chi_system, resource_type)
     walker.walk(document, resource_type)
     issues = walker.issues
-    try:
-        model_class(resource_type).model_validate(document)
-    except ValidationError as error:
-        issues.extend(_pydantic_issues(resource_type, error))
+    if not walker.unreadable:
+        try:
+            model_class(resource_type).model_validate(document)
+        except ValidationError as error:
+            issues.extend(_pydantic_issues(resource_type, error))
     issues.extend(binding_issues(resource_type, document))
     if issues:
         summary = issues[0].diagnostics if len(issues) == 1 else f"{len(issues)} problems found"

@@ -98,3 +98,16 @@ def referral_bundle(nhs: str) -> dict[str, Any]:
         entry("POST", "Observation", observation(patient_url, referral_url, "Alcohol use")),
         entry("POST", "Observation", observation(patient_url, referral_url, "Drug use")),
     )
+
+
+def conditional_referral_bundle(nhs: str) -> dict[str, Any]:
+    """A referral for a Patient the receiver already holds, found by NHS number: the
+    ServiceRequest and two Observations name the Patient by a conditional reference
+    (``Patient?identifier=...``) and the Observations the ServiceRequest by its urn:uuid."""
+    patient_search = f"Patient?identifier={NHS}|{nhs}"
+    referral_url = urn()
+    return bundle(
+        entry("POST", "ServiceRequest", referral(patient_search), full_url=referral_url),
+        entry("POST", "Observation", observation(patient_search, referral_url, "Alcohol use")),
+        entry("POST", "Observation", observation(patient_search, referral_url, "Drug use")),
+    )

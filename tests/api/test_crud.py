@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from email.utils import parsedate_to_datetime
+from typing import Any
 
 import httpx
 import pytest
@@ -188,6 +189,52 @@ async def test_type_history_lists_every_version_newest_first(client: httpx.Async
     assert (await client.get("/Patient/unknown/_history")).status_code == 404
     since = await client.get("/Patient/_history", params={"_since": "2999-01-01"})
     assert since.json()["total"] == 0
+
+
+async def test_history_pages_with_next_links_and_counts_only_what_it_knows(
+    client: httpx.AsyncClient,
+) -> None:
+    made = [(await create(client, patient())).json() for _ in range(3)]
+    for resource in made[:2]:
+        await client.put(f"/Patient/{resource['id']}", json=resource, headers=FHIR_JSON)
+
+    def versions(bundle: dict[str, Any]) -> list[tuple[str, str]]:
+        return [(e["resource"]["id"], e["resource"]["meta"]["versionId"]) for e in bundle["entry"]]
+
+    def links(bundle: dict[str, Any]) -> dict[str, str]:
+        return {link["relation"]: link["url"] for link in bundle["link"]}
+
+    whole = (await client.get("/Patient/_history")).json()
+    assert len(versions(whole)) == 5
+    assert whole["total"] == 5  # all of it on one page: the count is known
+    assert "next" not in links(whole)
+
+    page = (await client.get("/Patient/_history", params={"_count": 2})).json()
+    assert "total" not in page  # two of five: the page length is not the total
+    # A write while paging is newer than every page, so nothing after the first page shifts.
+    await client.put(f"/Patient/{made[2]['id']}", json=made[2], headers=FHIR_JSON)
+    seen = versions(page)
+    while "next" in links(page):
+        assert "_count=2" in links(page)["next"]
+        page = (await client.get(links(page)["next"])).json()
+        assert "total" not in page
+        again = (await client.get(links(page)["self"])).json()
+        assert versions(again) == versions(page)  # the self link reproduces the page
+        seen += versions(page)
+    assert seen == versions(whole)
+
+    instance = f"/Patient/{made[0]['id']}/_history"
+    first = (await client.get(instance, params={"_count": 1})).json()
+    last = (await client.get(links(first)["next"])).json()
+    assert [v for _, v in versions(first) + versions(last)] == ["2", "1"]
+    assert "next" not in links(last)
+
+
+@pytest.mark.parametrize("cursor", ["bm9wZQ", "WzEsMiwzXQ", "!!", "WyIyMDI2LTAxLTAxIiwieCIsMV0"])
+async def test_crafted_history_cursors_are_400(client: httpx.AsyncClient, cursor: str) -> None:
+    response = await client.get("/Patient/_history", params={"_cursor": cursor})
+    assert response.status_code == 400, response.text
+    assert issues(response.json()) == [("invalid", ["_cursor"])]
 
 
 async def test_conditional_create(client: httpx.AsyncClient) -> None:

@@ -180,3 +180,17 @@ async def test_numbers_that_are_not_plain_digits(client: httpx.AsyncClient) -> N
     )
     assert response.status_code == 400
     assert issues(response.json())[0][1] == ["If-Match"]
+
+
+async def test_contained_resources_of_no_real_type_are_400(client: httpx.AsyncClient) -> None:
+    nested = {"resourceType": "Patient", "contained": [{"resourceType": "Nope"}]}
+    for contained, where in (
+        ({"resourceType": "Bogus"}, "Patient.contained[0].resourceType"),
+        ({"resourceType": 5}, "Patient.contained[0].resourceType"),
+        (nested, "Patient.contained[0].contained[0].resourceType"),
+    ):
+        response = await client.post(
+            "/Patient", json=patient(contained=[contained]), headers=FHIR_JSON
+        )
+        assert response.status_code == 400, response.text
+        assert ("value", [where]) in issues(response.json())

@@ -72,3 +72,58 @@ def test_openapi_document_is_up_to_date() -> None:
     assert json.loads(openapi_json(create_app())) == json.loads(checked_in.read_text()), (
         "openapi/openapi.json is out of date: run `waymark openapi` (or `make openapi`)"
     )
+
+
+SEED = Path(__file__).resolve().parents[2] / "seed" / "pathway"
+
+
+async def test_capability_statement_lists_the_routed_operations(client: httpx.AsyncClient) -> None:
+    statement = (await client.get("/metadata")).json()
+    listed = {
+        (r["type"], o["name"], o["definition"])
+        for r in statement["rest"][0]["resource"]
+        for o in r.get("operation", [])
+    }
+    assert (
+        "Patient",
+        "pathway",
+        "https://fhir.waymark.org.uk/OperationDefinition/pathway",
+    ) in listed
+    assert len(listed) == 5
+    for resource_type, name, definition in listed:
+        # Each names an OperationDefinition that exists, for that type, with that code.
+        seeded = json.loads(
+            (SEED / f"OperationDefinition-{definition.rsplit('/', 1)[1]}.json").read_text()
+        )
+        assert (seeded["url"], seeded["code"]) == (definition, name)
+        assert resource_type in seeded["resource"]
+    assert "operation" not in statement["rest"][0]  # no system-level operations are routed
+
+
+async def test_capability_statement_lists_includes_and_conditional_update(
+    client: httpx.AsyncClient,
+) -> None:
+    resources = {
+        r["type"]: r for r in (await client.get("/metadata")).json()["rest"][0]["resource"]
+    }
+    referral = resources["ServiceRequest"]
+    assert {"ServiceRequest:patient", "ServiceRequest:performer", "ServiceRequest:*"} <= set(
+        referral["searchInclude"]
+    )
+    assert "Task:focus" in referral["searchRevInclude"]
+    assert "ServiceRequest:based-on" in referral["searchRevInclude"]
+    assert "Task:owner" in resources["HealthcareService"]["searchRevInclude"]
+    assert "Observation:patient" not in resources["Organization"]["searchRevInclude"]
+    assert referral["conditionalUpdate"] is True
+    assert "transaction or batch" in referral["documentation"]
+    assert resources["AuditEvent"]["conditionalUpdate"] is False
+    rest = await client.put("/ServiceRequest", params={"status": "active"}, json={})
+    assert rest.status_code == 405  # as the documentation says: in Bundles only
+    for resource in resources.values():  # FHIR JSON has no empty arrays
+        assert all(value != [] for value in resource.values()), resource["type"]
+    # Every listed _include and _revinclude is one a search accepts.
+    for value in referral["searchInclude"]:
+        assert (await client.get("/ServiceRequest", params={"_include": value})).status_code == 200
+    for value in referral["searchRevInclude"]:
+        response = await client.get("/ServiceRequest", params={"_revinclude": value})
+        assert response.status_code == 200, value

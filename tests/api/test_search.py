@@ -3,11 +3,13 @@ chains, _has, _include/_revinclude, _sort, paging under writes, strict and lenie
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
 import pytest
 
+from app.fhir.search import query
 from tests.api.helpers import FHIR_JSON, NHS, issues, patient
 
 SNOMED = "http://snomed.info/sct"
@@ -22,8 +24,8 @@ async def put(client: httpx.AsyncClient, resource: dict[str, Any]) -> dict[str, 
     return result
 
 
-async def ids(client: httpx.AsyncClient, url: str, **params: Any) -> list[str]:
-    response = await client.get(url, params=params)
+async def ids(client: httpx.AsyncClient, path: str, /, **params: Any) -> list[str]:
+    response = await client.get(path, params=params)
     assert response.status_code == 200, response.text
     return sorted(
         e["resource"]["id"]
@@ -174,6 +176,21 @@ async def test_token_forms(client: httpx.AsyncClient) -> None:
     assert await ids(client, "/HealthcareService", active="true") == ["psy"]
 
 
+async def test_id_modifiers(client: httpx.AsyncClient) -> None:
+    assert await ids(client, "/ServiceRequest", **{"_id:not": "r1"}) == ["r2", "r3"]
+    assert await ids(client, "/ServiceRequest", **{"_id:not": "r1,r3"}) == ["r2"]
+    assert await ids(client, "/ServiceRequest", **{"_id:not": "r1", "status": "active"}) == ["r3"]
+    assert await ids(client, "/Task", **{"focus:ServiceRequest._id:not": "r1"}) == []
+    assert await ids(client, "/Task", **{"focus:ServiceRequest._id:not": "r2"}) == ["t1"]
+    assert await ids(client, "/ServiceRequest", **{"_has:Task:focus:_id:not": "t1"}) == []
+    assert await ids(client, "/ServiceRequest", **{"_id:missing": "false"}) == ["r1", "r2", "r3"]
+    assert await ids(client, "/ServiceRequest", **{"_lastUpdated:missing": "true"}) == []
+    for name in ("_id:text", "_id:exact", "_id:below", "_lastUpdated:not", "_lastUpdated:exact"):
+        refused = await client.get("/ServiceRequest", params={name: "r1"})
+        assert refused.status_code == 400, name
+        assert issues(refused.json()) == [("invalid", [name])]
+
+
 async def test_or_and_and(client: httpx.AsyncClient) -> None:
     assert await ids(client, "/ServiceRequest", status="completed,active") == ["r1", "r2", "r3"]
     response = await client.get("/ServiceRequest?status=active&patient=Patient/ann")
@@ -303,6 +320,8 @@ async def test_paging_forward_and_back_is_stable_under_writes(client: httpx.Asyn
         page = (await client.get(links["next"])).json()
         pages.append([e["resource"]["id"] for e in page.get("entry", [])])
         links = {link["relation"]: link["url"] for link in page["link"]}
+        again = (await client.get(links["self"])).json()  # the self link is this page
+        assert [e["resource"]["id"] for e in again.get("entry", [])] == pages[-1]
     seen = [i for page in pages for i in page]
     assert seen[:3] == ["p6", "p5", "p4"]
     assert len(seen) == len(set(seen))
@@ -323,6 +342,33 @@ async def test_count_total_summary_and_elements(client: httpx.AsyncClient) -> No
     resource = subset["entry"][0]["resource"]
     assert set(resource) == {"resourceType", "id", "meta", "birthDate"}
     assert resource["meta"]["tag"][-1]["code"] == "SUBSETTED"
+
+
+async def test_elements_keeps_the_mandatory_elements(client: httpx.AsyncClient) -> None:
+    """FHIR returns the mandatory elements whatever _elements names (the client fixture
+    checks that every resource received parses with fhirclient's strict R4 models)."""
+    found = await client.get("/Observation", params={"_id": "o1", "_elements": "valueQuantity"})
+    observation = found.json()["entry"][0]["resource"]
+    assert set(observation) == {"resourceType", "id", "meta", "status", "code", "valueQuantity"}
+    referrals = await client.get("/ServiceRequest", params={"_elements": "authoredOn"})
+    for entry in referrals.json()["entry"]:
+        assert set(entry["resource"]) == {
+            "resourceType",
+            "id",
+            "meta",
+            "status",
+            "intent",
+            "subject",
+            "authoredOn",
+        }
+    tasks = await client.get("/Task", params={"_elements": "id"})
+    assert set(tasks.json()["entry"][0]["resource"]) == {
+        "resourceType",
+        "id",
+        "meta",
+        "status",
+        "intent",
+    }
 
 
 async def test_strict_and_lenient_handling(client: httpx.AsyncClient) -> None:
@@ -358,7 +404,167 @@ async def test_post_search_behaves_as_get(client: httpx.AsyncClient) -> None:
     assert wrong.status_code == 415
 
 
+async def test_post_search_bodies_past_the_limit_are_413(client: httpx.AsyncClient) -> None:
+    form = {"Content-Type": "application/x-www-form-urlencoded"}
+    big = b"status=active&name=" + b"x" * (10 * 1024 * 1024)
+    response = await client.post("/Patient/_search", content=big, headers=form)
+    assert response.status_code == 413
+    assert issues(response.json())[0][0] == "too-costly"
+
+    async def streamed() -> AsyncIterator[bytes]:  # no Content-Length: counted as it comes
+        for _ in range(100):
+            yield b"x" * 1024
+
+    chunked = await client.post("/Patient/_search", content=streamed(), headers=form)
+    assert chunked.status_code == 413
+
+
 async def test_deleted_resources_leave_the_index(client: httpx.AsyncClient) -> None:
     await client.delete("/ServiceRequest/r3")
     assert await ids(client, "/ServiceRequest", status="active") == ["r1"]
     assert await ids(client, "/ServiceRequest", **{"patient.identifier": "9912003888"}) == []
+
+
+async def test_includes_past_the_limit_are_cut_and_the_page_says_so(
+    client: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    params = [
+        ("_include", "ServiceRequest:patient"),
+        ("_include", "ServiceRequest:performer"),
+        ("_revinclude", "Task:focus"),
+    ]
+
+    async def included() -> tuple[list[tuple[str, str]], list[dict[str, Any]]]:
+        response = await client.get("/ServiceRequest", params=params)
+        assert response.status_code == 200, response.text
+        entries = response.json()["entry"]
+        brought = [
+            (e["resource"]["resourceType"], e["resource"]["id"])
+            for e in entries
+            if e["search"]["mode"] == "include"
+        ]
+        outcomes = [e["resource"] for e in entries if e["search"]["mode"] == "outcome"]
+        return brought, outcomes
+
+    everything = [("HealthcareService", "psy"), ("Patient", "ann"), ("Patient", "bob")]
+    assert await included() == ([*everything, ("Task", "t1")], [])
+
+    # One key per statement: chunked lists must find what one list found.
+    monkeypatch.setattr(query, "KEYS_PER_STATEMENT", 1)
+    assert (await included())[0] == [*everything, ("Task", "t1")]
+
+    monkeypatch.setattr(query, "MAX_INCLUDED", 3)
+    brought, [outcome] = await included()
+    assert brought == everything
+    [issue] = outcome["issue"]
+    assert (issue["severity"], issue["code"]) == ("warning", "too-costly")
+    assert issue["expression"] == ["_include", "_revinclude"]
+    assert "first 3" in issue["diagnostics"]
+
+    monkeypatch.setattr(query, "MAX_INCLUDED", 2)
+    assert (await included())[0] == everything[:2]
+
+
+async def test_date_prefixes_spelled_out(client: httpx.AsyncClient) -> None:
+    assert await ids(client, "/Patient", birthdate="eq1980-05-17") == ["ann"]
+    assert await ids(client, "/Patient", birthdate="eq1980-05-18") == []
+    assert await ids(client, "/Patient", birthdate="le1980-05-17") == ["ann"]
+    assert await ids(client, "/Patient", birthdate="le1980-05-16") == []
+    assert await ids(client, "/Patient", birthdate="ne1980-05-17") == ["bob"]
+    assert await ids(client, "/Patient", birthdate="sa1980") == ["bob"]
+    assert await ids(client, "/Patient", birthdate="sa1992-11-02") == []
+    assert await ids(client, "/Patient", birthdate="eb1992-11-02") == ["ann"]
+    assert await ids(client, "/Patient", birthdate="eb1992-11-03") == ["ann", "bob"]
+    assert await ids(client, "/ServiceRequest", authored="eq2026") == ["r1", "r3"]
+    assert await ids(client, "/ServiceRequest", authored="ne2026-01") == ["r2", "r3"]
+    # A dateTime searched at the second, and a day against a dateTime.
+    assert await ids(client, "/Observation", date="eq2026-01-05T10:00:00Z") == ["o1"]
+    assert await ids(client, "/Observation", date="le2026-01-05T09:59:59Z") == []
+    assert await ids(client, "/Observation", date="le2026-01-05T10:00:00Z") == ["o1"]
+    assert await ids(client, "/Observation", date="ne2026-01-05") == ["o2"]
+    assert await ids(client, "/Observation", date="sa2026-01-05T10:00:00Z") == ["o2"]
+    assert await ids(client, "/Observation", date="eb2026-01-06") == ["o1"]
+    assert await ids(client, "/Observation", date="eq2026-01-05T11:00:00+01:00") == ["o1"]
+
+
+async def test_missing_on_token_date_and_string(client: httpx.AsyncClient) -> None:
+    await put(
+        client,
+        {
+            "resourceType": "ServiceRequest",
+            "id": "r4",
+            "status": "draft",
+            "intent": "proposal",
+            "subject": {"reference": "Patient/bob"},
+        },
+    )
+    await put(client, patient("9990000018", id="cy", name=[{"given": ["Cy"]}]))
+    assert await ids(client, "/ServiceRequest", **{"category:missing": "true"}) == ["r4"]
+    assert await ids(client, "/ServiceRequest", **{"category:missing": "false"}) == [
+        "r1",
+        "r2",
+        "r3",
+    ]
+    assert await ids(client, "/ServiceRequest", **{"authored:missing": "true"}) == ["r4"]
+    assert await ids(client, "/ServiceRequest", **{"authored:missing": "false"}) == [
+        "r1",
+        "r2",
+        "r3",
+    ]
+    assert await ids(client, "/Patient", **{"family:missing": "true"}) == ["cy"]
+    assert await ids(client, "/Patient", **{"family:missing": "false"}) == ["ann", "bob"]
+    # :missing ANDs with other criteria like any parameter.
+    assert await ids(
+        client, "/ServiceRequest", **{"authored:missing": "true", "patient": "bob"}
+    ) == ["r4"]
+    refused = await client.get("/Patient", params={"family:missing": "maybe"})
+    assert refused.status_code == 400
+
+
+async def test_uri_below_and_above(client: httpx.AsyncClient) -> None:
+    base = "https://fhir.waymark.org.uk/CodeSystem"
+    for cid, url in (
+        ("kind", f"{base}/service-kind"),
+        ("state", f"{base}/referral-state"),
+        ("sct", "http://snomed.info/sct"),
+    ):
+        await put(
+            client,
+            {
+                "resourceType": "CodeSystem",
+                "id": cid,
+                "url": url,
+                "status": "active",
+                "content": "complete",
+            },
+        )
+    assert await ids(client, "/CodeSystem", url=f"{base}/service-kind") == ["kind"]
+    assert await ids(client, "/CodeSystem", url=base) == []  # plain: the whole URI
+    assert await ids(client, "/CodeSystem", **{"url:below": base}) == ["kind", "state"]
+    assert await ids(client, "/CodeSystem", **{"url:below": f"{base}/service-kind"}) == ["kind"]
+    assert await ids(client, "/CodeSystem", **{"url:below": "http://snomed.info/"}) == ["sct"]
+    # LIKE's wildcards in a value are the characters themselves.
+    assert await ids(client, "/CodeSystem", **{"url:below": f"{base}/service_kind"}) == []
+    assert await ids(client, "/CodeSystem", **{"url:below": "%"}) == []
+    above = f"{base}/service-kind/v2"
+    assert await ids(client, "/CodeSystem", **{"url:above": above}) == ["kind"]
+    assert await ids(client, "/CodeSystem", **{"url:above": base}) == []
+    assert await ids(client, "/CodeSystem", **{"url:missing": "false"}) == ["kind", "sct", "state"]
+    assert await ids(client, "/CodeSystem", **{"system:below": "http://snomed"}) == ["sct"]
+
+
+async def test_revinclude_iterate_follows_one_more_hop(client: httpx.AsyncClient) -> None:
+    async def included(*extra: tuple[str, str]) -> list[tuple[str, str]]:
+        params = [("_id", "ann"), ("_revinclude", "ServiceRequest:patient"), *extra]
+        body = (await client.get("/Patient", params=params)).json()
+        return sorted(
+            (e["resource"]["resourceType"], e["resource"]["id"])
+            for e in body["entry"]
+            if e["search"]["mode"] == "include"
+        )
+
+    referrals = [("ServiceRequest", "r1"), ("ServiceRequest", "r2")]
+    assert await included() == referrals
+    # Without :iterate, Task:focus is tried on the Patient only (no Task has it as focus).
+    assert await included(("_revinclude", "Task:focus")) == referrals
+    assert await included(("_revinclude:iterate", "Task:focus")) == [*referrals, ("Task", "t1")]

@@ -237,6 +237,81 @@ async def test_conditional_create_returns_the_existing_resource_when_sent_again(
     assert [r["subject"]["reference"] for r in referrals] == [f"Patient/{patient_id}"] * 2
 
 
+@pytest.mark.parametrize("existing", [0, 1])
+async def test_two_entries_with_the_same_condition_fail_the_transaction(
+    client: httpx.AsyncClient, existing: int
+) -> None:
+    """Both would name one Patient (or, settled before either is written, each create one):
+    FHIR fails a transaction whose entries' identities overlap (http.html#trules)."""
+    for _ in range(existing):
+        await create(client, patient())
+    condition = f"identifier={NHS}|9434765919"
+    response = await send(
+        client,
+        bundle(
+            entry("POST", "Patient", patient(), ifNoneExist=condition),
+            entry("POST", "Observation", observation("Patient/x", "Patient/x", "Mood")),
+            entry("POST", "Patient", patient(gender="female"), ifNoneExist=condition),
+        ),
+    )
+    assert response.status_code == 400, response.text
+    issue = response.json()["issue"][0]
+    assert issue["expression"] == ["Bundle.entry[2].request"]
+    assert "Bundle.entry[0]" in issue["diagnostics"]
+    assert "9434765919" not in response.text
+    assert len(await stored(client, "Patient")) == existing
+    assert await stored(client, "Observation") == []
+    # The same criteria as a conditional update, in another order: the same resource.
+    reordered = f"Patient?gender=unknown&{condition}"
+    mixed = await send(
+        client,
+        bundle(
+            entry("POST", "Patient", patient(), ifNoneExist=f"{condition}&gender=unknown"),
+            entry("PUT", reordered, patient()),
+        ),
+    )
+    assert mixed.status_code == 400
+    # Different criteria are different resources.
+    other = f"identifier={NHS}|{nhs_number(323456780)}"
+    apart = await send(
+        client,
+        bundle(
+            entry("POST", "Patient", patient(), ifNoneExist=condition),
+            entry("POST", "Patient", patient(nhs_number(323456780)), ifNoneExist=other),
+        ),
+    )
+    assert statuses(apart) == ["201 Created" if existing == 0 else "200 OK", "201 Created"]
+
+
+@pytest.mark.parametrize(
+    "condition", ["_count=1", "_sort=family", "_summary=count&identifier=x", "_format=json", ""]
+)
+async def test_conditions_made_of_result_parameters_are_refused(
+    client: httpx.AsyncClient, condition: str
+) -> None:
+    await create(client, patient())
+    rest = await client.post(
+        "/Patient", json=patient(), headers={**FHIR_JSON, "If-None-Exist": condition}
+    )
+    assert rest.status_code == 400, rest.text
+    assert issues(rest.json()) == [("invalid", ["If-None-Exist"])]
+    for sent, where in (
+        (entry("POST", "Patient", patient(), ifNoneExist=condition), "request.ifNoneExist"),
+        (entry("PUT", f"Patient?{condition}", patient()), "request.url"),
+        (
+            entry("POST", "ServiceRequest", referral(f"Patient?{condition}")),
+            "resource.subject.reference",
+        ),
+    ):
+        if not condition and where != "request.url":
+            continue  # empty, these are no conditions: refused as empty, or a plain reference
+        response = await send(client, bundle(sent))
+        assert response.status_code == 400, (where, response.text)
+        assert issues(response.json())[0][1][-1] == f"Bundle.entry[0].{where}", where
+    assert len(await stored(client, "Patient")) == 1
+    assert await stored(client, "ServiceRequest") == []
+
+
 async def test_conditional_update_creates_then_updates_then_refuses_ambiguity(
     client: httpx.AsyncClient,
 ) -> None:
@@ -435,6 +510,57 @@ async def test_a_failed_batch_entry_rolls_back_only_its_own_writes(
     assert sorted(o["code"]["text"] for o in kept) == ["Alcohol use", "Drug use"]
     history = (await client.get("/Observation/_history")).json()
     assert history["total"] == 2  # the refused write left no version behind
+
+
+@pytest.fixture
+def crashing_hook(runtime: Runtime) -> None:
+    """A domain rule with a bug: an unexpected exception whose message holds patient data."""
+
+    async def crash(event: WriteEvent) -> None:
+        assert event.after is not None
+        if event.after.get("valueString") == "crash":
+            raise RuntimeError("secret patient detail 9434765919")
+
+    runtime.hooks.after("Observation", crash)
+
+
+@pytest.mark.usefixtures("crashing_hook")
+async def test_an_unexpected_error_fails_only_its_batch_entry(
+    client: httpx.AsyncClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    known = await create(client, patient())
+    subject = f"Patient/{known['id']}"
+    crashing = {**observation(subject, subject, "Alcohol use"), "valueString": "crash"}
+    response = await send(
+        client,
+        bundle(
+            entry("POST", "Observation", observation(subject, subject, "Alcohol use")),
+            entry("POST", "Observation", crashing),
+            entry("POST", "Observation", observation(subject, subject, "Drug use")),
+            bundle_type="batch",
+        ),
+    )
+    assert statuses(response) == ["201 Created", "500 Internal Server Error", "201 Created"]
+    outcome = response.json()["entry"][1]["response"]["outcome"]
+    assert issues(outcome) == [("exception", ["Bundle.entry[1]"])]
+    assert "secret" not in response.text
+    assert "Bundle.entry[1]" in caplog.text
+    assert "RuntimeError" in caplog.text
+    assert "9434765919" not in caplog.text
+    kept = await stored(client, "Observation")
+    assert sorted(o["code"]["text"] for o in kept) == ["Alcohol use", "Drug use"]
+
+    # In a transaction the same failure keeps nothing at all.
+    failed = await send(
+        client,
+        bundle(
+            entry("POST", "Observation", observation(subject, subject, "Mood")),
+            entry("POST", "Observation", crashing),
+        ),
+    )
+    assert failed.status_code == 500
+    assert issues(failed.json()) == [("exception", [])]
+    assert len(await stored(client, "Observation")) == 2
 
 
 async def test_batch_entries_cannot_refer_to_each_other_by_urn_uuid(

@@ -126,3 +126,41 @@ def test_primitive_extension_arrays_may_hold_null() -> None:
     }
     patient["name"][0]["_given"] = [None, {"extension": [{"url": "urn:x", "valueString": "y"}]}]
     assert validate_resource(patient, expected_type="Patient", chi_system=CHI)[0] == "Patient"
+
+
+@pytest.mark.parametrize(
+    ("contained", "where"),
+    [
+        ({"resourceType": "Bogus"}, "ServiceRequest.contained[0].resourceType"),
+        ({"resourceType": 5}, "ServiceRequest.contained[0].resourceType"),
+        ({"resourceType": None}, "ServiceRequest.contained[0].resourceType"),
+        ({"resourceType": ["Patient"]}, "ServiceRequest.contained[0].resourceType"),
+        ({"resourceType": "HumanName"}, "ServiceRequest.contained[0].resourceType"),
+        ({"resourceType": "DomainResource"}, "ServiceRequest.contained[0].resourceType"),
+        (
+            {"resourceType": "Patient", "contained": [{"resourceType": "Nope"}]},
+            "ServiceRequest.contained[0].contained[0].resourceType",
+        ),
+        (
+            {
+                "resourceType": "Bundle",
+                "type": "collection",
+                "entry": [{"resource": {"resourceType": 3}}],
+            },
+            "ServiceRequest.contained[0].entry[0].resource.resourceType",
+        ),
+    ],
+)
+def test_contained_resources_must_name_a_real_type(contained: Any, where: str) -> None:
+    assert ("value", where) in problems(referral(contained=[contained]))
+
+
+def test_a_contained_resource_needs_its_type() -> None:
+    document = referral(contained=[{"id": "p1", "gender": "female"}])
+    assert ("required", "ServiceRequest.contained[0].resourceType") in problems(document)
+
+
+def test_contained_resources_of_types_not_served_are_still_valid() -> None:
+    device = {"resourceType": "Device", "id": "d1", "status": "active"}
+    document = referral(contained=[device])
+    assert validate_resource(document, expected_type=None, chi_system=CHI)[0] == "ServiceRequest"

@@ -10,17 +10,14 @@ from __future__ import annotations
 import unicodedata
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from app.fhir.errors import FhirError
 from app.fhir.resources import SERVED
-from app.fhir.search.dates import parse_date
+from app.fhir.search.dates import EARLIEST, LATEST, parse_date
 from app.fhir.search.registry import SearchParameter, indexed_parameters
-
-EARLIEST = datetime(1, 1, 1, tzinfo=UTC)
-LATEST = datetime(9999, 12, 31, tzinfo=UTC)
 
 _NAME_PARTS = ("text", "family", "given", "prefix", "suffix")
 _ADDRESS_PARTS = ("text", "line", "city", "district", "state", "postalCode", "country")
@@ -100,17 +97,26 @@ def string_values(value: Any) -> Iterator[str]:
             yield from (v for v in elements(value, (part,)) if isinstance(v, str))
 
 
-def date_ranges(value: Any) -> Iterator[tuple[datetime, datetime]]:
+def _range(value: Any) -> tuple[datetime, datetime] | None:
+    if not isinstance(value, str):
+        return None
     try:
-        if isinstance(value, str):
-            parsed = parse_date(value, param="index")
-            yield parsed.start, parsed.end
-        elif isinstance(value, dict) and ("start" in value or "end" in value):  # Period
-            low = parse_date(value["start"], param="index").start if "start" in value else EARLIEST
-            high = parse_date(value["end"], param="index").end if "end" in value else LATEST
-            yield low, high
+        parsed = parse_date(value, param="index", prefixed=False)
     except FhirError:
-        return
+        return None
+    return parsed.start, parsed.end
+
+
+def date_ranges(value: Any) -> Iterator[tuple[datetime, datetime]]:
+    if isinstance(value, str):
+        whole = _range(value)
+        if whole is not None:
+            yield whole
+    elif isinstance(value, dict) and ("start" in value or "end" in value):  # Period
+        start = _range(value["start"]) if "start" in value else (EARLIEST, EARLIEST)
+        end = _range(value["end"]) if "end" in value else (LATEST, LATEST)
+        if start is not None and end is not None:
+            yield start[0], end[1]
 
 
 def reference_targets(value: Any, base_url: str) -> Iterator[tuple[str, str]]:

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from urllib.parse import parse_qsl
 
-from app.fhir.errors import InvalidRequest
+from app.fhir.errors import InvalidRequest, TooCostly
 from app.fhir.numbers import whole_number
 from app.fhir.resources import SERVED
 from app.fhir.search.registry import SearchParameter, parameters_for
@@ -23,11 +24,26 @@ MODIFIERS = {
     "quantity": frozenset({"missing"}),
     "uri": frozenset({"missing", "below", "above"}),
 }
+#: _id and _lastUpdated are columns of the resource row, not index entries: no :text on
+#: _id (there is no display to search), no :not on _lastUpdated (ne says that).
+RESOURCE_ROW_MODIFIERS = {
+    "_id": frozenset({"missing", "not"}),
+    "_lastUpdated": frozenset({"missing"}),
+}
 RESULT_PARAMETERS = frozenset(
     {"_count", "_total", "_summary", "_cursor", "_sort", "_include", "_revinclude", "_elements"}
 )
 #: Parameters FHIR defines for the whole interaction, answered elsewhere or not applicable.
 IGNORED_ALWAYS = frozenset({"_format", "_pretty"})
+
+# What one search may ask for (README, "Search"). Each value, criterion and key is a part of
+# one SQL statement; past these the statement outgrows what the databases parse (SQLite's
+# expression depth of 1,000, PostgreSQL's stack and 32,767 parameters) long before any real
+# search needs it.
+MAX_VALUES = 100  #: comma-separated values (ORs) of one parameter
+MAX_CRITERIA = 30  #: search parameters (ANDs), chains and _has included
+MAX_SORT_KEYS = 5
+MAX_INCLUDES = 20  #: _include and _revinclude parameters together
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,7 +116,8 @@ def _simple(resource_type: str, name: str, value: str) -> Criterion:
     code, _, modifier = name.partition(":")
     param = _param(resource_type, code, name)
     type_modifier = param.type == "reference" and modifier in SERVED
-    if modifier and modifier not in MODIFIERS.get(param.type, frozenset()) and not type_modifier:
+    allowed = RESOURCE_ROW_MODIFIERS.get(code) or MODIFIERS.get(param.type, frozenset())
+    if modifier and modifier not in allowed and not type_modifier:
         raise InvalidRequest(
             f"The modifier ':{modifier}' is not supported on '{code}' ({param.type})",
             expression=(name,),
@@ -229,6 +246,7 @@ def parse_search(
 def _parse_one(request: SearchRequest, name: str, value: str, max_count: int) -> None:
     if name.split(":")[0] in RESULT_PARAMETERS:
         _result(request, name, value, max_count)
+        _within_limits(request)
         return
     if value == "":
         raise InvalidRequest(f"The search parameter '{name}' has no value", expression=(name,))
@@ -238,5 +256,45 @@ def _parse_one(request: SearchRequest, name: str, value: str, max_count: int) ->
         criterion = _chained(request.resource_type, name, value)
     else:
         criterion = _simple(request.resource_type, name, value)
+    if len(split_or(value)) > MAX_VALUES:
+        raise TooCostly(
+            f"'{name}' has more than {MAX_VALUES} values; search in several requests",
+            expression=(name,),
+        )
     request.criteria.append(criterion)
     request.canonical.append((name, value))
+    _within_limits(request)
+
+
+def _within_limits(request: SearchRequest) -> None:
+    for count, limit, what in (
+        (len(request.criteria), MAX_CRITERIA, "search parameters"),
+        (len(request.sort), MAX_SORT_KEYS, "_sort keys"),
+        (len(request.includes), MAX_INCLUDES, "_include and _revinclude parameters"),
+    ):
+        if count > limit:
+            raise TooCostly(f"A search takes at most {limit} {what}")
+
+
+def conditional_criteria(
+    resource_type: str, query: str, *, where: str, expression: tuple[str, ...] | None = None
+) -> list[tuple[str, str]]:
+    """The parameters of a conditional create, update or reference, checked: at least one
+    criterion, and no result parameters. Those select nothing: made only of them (_count=1)
+    the condition would match every resource; beside criteria they change the outcome
+    (_summary=count finds no rows, so a duplicate would be created). ``where`` names the
+    condition's place (a header, a Bundle element) for the 400, and is its ``expression``
+    unless one is given."""
+    located = (where,) if expression is None else expression
+    params = parse_qsl(query.lstrip("?"), keep_blank_values=True)
+    shaping = sorted({name for name, _ in params if name.split(":")[0] in RESULT_PARAMETERS})
+    if shaping:
+        raise InvalidRequest(
+            f"{where} is a condition: it takes search criteria, not result parameters "
+            f"({', '.join(shaping)})",
+            expression=located,
+        )
+    request = parse_search(resource_type, params, default_count=2, max_count=2)
+    if not request.criteria:
+        raise InvalidRequest(f"{where} holds no search criteria", expression=located)
+    return params

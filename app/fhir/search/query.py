@@ -8,11 +8,12 @@ paging on the sort keys and the id, so pages stay stable while resources are wri
 from __future__ import annotations
 
 import base64
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
-from decimal import Decimal, InvalidOperation
-from typing import Any
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any, TypeVar
 
 import orjson
 from sqlalchemy import (
@@ -26,7 +27,6 @@ from sqlalchemy import (
     or_,
     select,
     true,
-    tuple_,
 )
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.sql.base import ReadOnlyColumnCollection
@@ -40,12 +40,13 @@ from app.fhir.models import (
     search_token,
 )
 from app.fhir.repository import resource_table
-from app.fhir.search.dates import PREFIXES, parse_date
-from app.fhir.search.index import EARLIEST, normalise
+from app.fhir.search.dates import EARLIEST, PREFIXES, parse_date
+from app.fhir.search.index import normalise
 from app.fhir.search.parse import Criterion, Include, SearchRequest
 from app.fhir.search.registry import SearchParameter, parameters_for
 
 r = resource_table.c
+T = TypeVar("T")
 
 
 def _like_escape(text: str) -> str:
@@ -101,15 +102,28 @@ def _date_match(
             return high <= start
 
 
+#: FHIR's decimal, and no other spelling Decimal() takes (NaN, Infinity, 1_000, Unicode digits).
+_DECIMAL = re.compile(r"^-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?$", re.ASCII)
+#: Beyond this order of magnitude no quantity is real, and the index columns (PostgreSQL
+#: numeric, SQLite's doubles) cannot compare with it.
+_MAX_MAGNITUDE = 300
+
+
+def _search_decimal(number: str, code: str) -> Decimal:
+    value = Decimal(number) if _DECIMAL.match(number) else None
+    if value is None or abs(value.adjusted()) > _MAX_MAGNITUDE:
+        raise InvalidRequest(
+            f"'{number}' is not a number this server can search {code} by (a decimal "
+            f"within 1e{_MAX_MAGNITUDE} either way)",
+            expression=(code,),
+        )
+    return value
+
+
 def _quantity_match(raw: str, code: str, q: Any) -> ColumnElement[bool]:
     prefix = raw[:2] if raw[:2] in PREFIXES else "eq"
     number, _, rest = raw.removeprefix(prefix if raw[:2] in PREFIXES else "").partition("|")
-    try:
-        value = Decimal(number)
-    except InvalidOperation as error:
-        raise InvalidRequest(
-            f"'{number}' is not a number for {code}", expression=(code,)
-        ) from error
+    value = _search_decimal(number, code)
     # A value stands for the range its precision implies: 5.4 means [5.35, 5.45).
     exponent = value.as_tuple().exponent
     half = Decimal(5).scaleb((exponent if isinstance(exponent, int) else 0) - 1)
@@ -212,6 +226,8 @@ def _resource_row(resource_type: str, criterion: Criterion, id_col: Any) -> Colu
     matches: ColumnElement[bool]
     if criterion.param.code == "_id":
         matches = row.c.id.in_(criterion.values)
+        if criterion.modifier == "not":
+            matches = not_(matches)
     else:
         matches = or_(
             *(
@@ -349,18 +365,35 @@ def _encode_cursor(direction: str, values: Sequence[Any]) -> str:
 
 
 def _decode_cursor(cursor: str, request: SearchRequest) -> tuple[str, list[Any]]:
+    """The direction and sort-key values a cursor holds. A cursor comes back from the client,
+    so every value is checked to be of its key's type before it reaches SQL."""
+    not_ours = InvalidRequest("_cursor is not one this server gave out", expression=("_cursor",))
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
-        direction, *values = orjson.loads(raw)
-    except (ValueError, TypeError) as error:
-        raise InvalidRequest("_cursor is not one this server gave out") from error
+        decoded = orjson.loads(raw)
+    except ValueError as error:
+        raise not_ours from error
+    if not isinstance(decoded, list) or not decoded:
+        raise not_ours
+    direction, *values = decoded
     if direction not in ("next", "prev") or len(values) != len(request.sort) + 1:
-        raise InvalidRequest("_cursor does not fit this search")
-    decoded = []
+        raise InvalidRequest("_cursor does not fit this search", expression=("_cursor",))
+    if not all(isinstance(value, str) for value in values):
+        raise not_ours
+    keys = []
     for (param, _), value in zip(request.sort, values, strict=False):
         is_date = param.type == "date" or param.code == "_lastUpdated"
-        decoded.append(datetime.fromisoformat(value) if is_date and value else value)
-    return direction, [*decoded, values[-1]]
+        keys.append(_cursor_moment(value, not_ours) if is_date else value)
+    return direction, [*keys, values[-1]]
+
+
+def _cursor_moment(value: str, not_ours: InvalidRequest) -> datetime:
+    try:
+        moment = datetime.fromisoformat(value)
+        # SQLite hands moments back without their zone: they are UTC, as everything stored.
+        return moment.astimezone(UTC) if moment.tzinfo else moment.replace(tzinfo=UTC)
+    except (ValueError, OverflowError) as error:
+        raise not_ours from error
 
 
 def _after(keys: Sequence[Any], directions: Sequence[bool], values: Sequence[Any]) -> Any:
@@ -380,6 +413,8 @@ class SearchPage:
     next_cursor: str | None
     previous_cursor: str | None
     included: Sequence[tuple[str, str, bytes]]  # (type, id, content)
+    #: _include/_revinclude reached more than MAX_INCLUDED: only the first are in.
+    included_truncated: bool = False
 
 
 async def run_search(conn: AsyncConnection, request: SearchRequest, base_url: str) -> SearchPage:
@@ -424,10 +459,25 @@ async def run_search(conn: AsyncConnection, request: SearchRequest, base_url: st
     if total is None and not request.cursor and not more:
         total = len(rows)  # the whole result is on this page
     included = await _included(conn, request, [row[0] for row in rows])
-    return SearchPage(rows, total, next_cursor, prev_cursor, included)
+    return SearchPage(rows, total, next_cursor, prev_cursor, included.resources, included.truncated)
 
 
 # -- _include and _revinclude -----------------------------------------------------------------
+
+#: The most resources _include and _revinclude add to one page (README, "Search"): a Patient's
+#: _revinclude can reach thousands of Observations, and every one is read and sent. Past it
+#: the page says so in an OperationOutcome entry; fewer matches per page (_count) bring in
+#: fewer.
+MAX_INCLUDED = 1000
+#: Keys per IN list, so no statement nears a driver's bind-parameter limit (asyncpg 32,767,
+#: SQLite 32,766) however many resources a page and its includes name.
+KEYS_PER_STATEMENT = 500
+
+
+@dataclass(frozen=True, slots=True)
+class _Included:
+    resources: list[tuple[str, str, bytes]]
+    truncated: bool
 
 
 def _reference_params(source_type: str, code: str) -> list[str]:
@@ -436,67 +486,95 @@ def _reference_params(source_type: str, code: str) -> list[str]:
     return [p.code for p in parameters_for(source_type).values() if p.type == "reference"]
 
 
-async def _included(
-    conn: AsyncConnection, request: SearchRequest, ids: list[str]
-) -> list[tuple[str, str, bytes]]:
+def _chunks(items: Sequence[T]) -> list[Sequence[T]]:
+    step = KEYS_PER_STATEMENT
+    return [items[i : i + step] for i in range(0, len(items), step)]
+
+
+def _by_type(keys: Sequence[tuple[str, str]]) -> dict[str, list[str]]:
+    grouped: dict[str, list[str]] = {}
+    for resource_type, resource_id in keys:
+        grouped.setdefault(resource_type, []).append(resource_id)
+    return grouped
+
+
+async def _included(conn: AsyncConnection, request: SearchRequest, ids: list[str]) -> _Included:
+    """The matches' includes, then one :iterate hop over those, at most MAX_INCLUDED in all
+    (the first ones by type and id, so a page always brings in the same ones)."""
     if not request.includes or not ids:
-        return []
+        return _Included([], truncated=False)
     seen = {(request.resource_type, i) for i in ids}
-    frontier = [(request.resource_type, i) for i in ids]
+    frontier = sorted(seen)
     found: list[tuple[str, str, bytes]] = []
-    for hop in (0, 1):  # the matches, then one :iterate hop over what they brought in
+    for hop in (0, 1):
         wanted = [inc for inc in request.includes if hop == 0 or inc.iterate]
-        keys = await _linked_keys(conn, wanted, frontier)
+        room = MAX_INCLUDED - len(found)
+        # Of any limit + 1 distinct keys, at most len(seen) are already in: the rest are new.
+        keys = await _linked_keys(conn, wanted, frontier, limit=room + len(seen) + 1)
         new = [k for k in sorted(keys) if k not in seen]
-        seen.update(new)
-        resources = await _fetch(conn, new)
+        seen.update(new[:room])
+        resources = await _fetch(conn, new[:room])
         found += resources
+        if len(new) > room:
+            return _Included(found, truncated=True)
         frontier = [(t, i) for t, i, _ in resources]
         if not frontier:
             break
-    return found
+    return _Included(found, truncated=False)
 
 
 async def _linked_keys(
-    conn: AsyncConnection, includes: Sequence[Include], frontier: list[tuple[str, str]]
+    conn: AsyncConnection,
+    includes: Sequence[Include],
+    frontier: list[tuple[str, str]],
+    *,
+    limit: int,
 ) -> set[tuple[str, str]]:
-    ref = search_reference.c
+    """The (type, id) keys the includes link ``frontier`` to: of each statement the first
+    ``limit`` by type and id, which is all a caller keeping ``limit`` of them needs."""
     keys: set[tuple[str, str]] = set()
     for include in includes:
-        params = _reference_params(include.source_type, include.param)
-        if include.reverse:
-            stmt = select(ref.resource_id).where(
-                ref.resource_type == include.source_type,
-                ref.param.in_(params),
-                tuple_(ref.target_type, ref.target_id).in_(frontier),
-            )
-            if include.target_type:
-                stmt = stmt.where(ref.target_type == include.target_type)
-            keys.update((include.source_type, row[0]) for row in await conn.execute(stmt))
-        else:
-            source_ids = [i for t, i in frontier if t == include.source_type]
-            if not source_ids:
-                continue
-            stmt = select(ref.target_type, ref.target_id).where(
-                ref.resource_type == include.source_type,
-                ref.param.in_(params),
-                ref.resource_id.in_(source_ids),
-                ref.target_type != "",
-            )
-            if include.target_type:
-                stmt = stmt.where(ref.target_type == include.target_type)
-            keys.update((row[0], row[1]) for row in await conn.execute(stmt))
+        for stmt in _include_statements(include, frontier):
+            ordered = stmt.distinct().order_by(*stmt.selected_columns).limit(limit)
+            keys.update((row[0], row[1]) for row in await conn.execute(ordered))
     return keys
+
+
+def _include_statements(include: Include, frontier: list[tuple[str, str]]) -> list[Any]:
+    ref = search_reference.c
+    scope = [
+        ref.resource_type == include.source_type,
+        ref.param.in_(_reference_params(include.source_type, include.param)),
+    ]
+    if include.target_type:
+        scope.append(ref.target_type == include.target_type)
+    if include.reverse:
+        return [
+            select(ref.resource_type, ref.resource_id).where(
+                *scope, ref.target_type == target_type, ref.target_id.in_(chunk)
+            )
+            for target_type, target_ids in _by_type(frontier).items()
+            for chunk in _chunks(target_ids)
+        ]
+    source_ids = _by_type(frontier).get(include.source_type, [])
+    return [
+        select(ref.target_type, ref.target_id).where(
+            *scope, ref.resource_id.in_(chunk), ref.target_type != ""
+        )
+        for chunk in _chunks(source_ids)
+    ]
 
 
 async def _fetch(
     conn: AsyncConnection, keys: list[tuple[str, str]]
 ) -> list[tuple[str, str, bytes]]:
-    if not keys:
-        return []
-    stmt = (
-        select(r.resource_type, r.id, r.content)
-        .where(tuple_(r.resource_type, r.id).in_(keys), r.deleted.is_(False))
-        .order_by(r.resource_type, r.id)
-    )
-    return [(row[0], row[1], row[2]) for row in await conn.execute(stmt)]
+    found: list[tuple[str, str, bytes]] = []
+    for resource_type, resource_ids in sorted(_by_type(keys).items()):
+        for chunk in _chunks(resource_ids):
+            stmt = (
+                select(r.resource_type, r.id, r.content)
+                .where(r.resource_type == resource_type, r.id.in_(chunk), r.deleted.is_(False))
+                .order_by(r.id)
+            )
+            found += [(row[0], row[1], row[2]) for row in await conn.execute(stmt)]
+    return found
