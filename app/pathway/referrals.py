@@ -41,7 +41,7 @@ from app.pathway.gate_rules import (
 )
 from app.pathway.phases import TRAUMA_FOCUSSED_THERAPY, ensure_plan, phase_one_missing
 from app.pathway.repository import GateRepository, ReferralRepository
-from app.pathway.workflow import OPEN, check_transition, timeline_event
+from app.pathway.workflow import OPEN, check_transition, status_before_hold, timeline_event
 
 _SR_OPEN = frozenset({"draft", "active", "on-hold"})
 #: Extensions of a referral's ServiceRequest that only the server writes.
@@ -289,7 +289,8 @@ async def _before_task(event: WriteEvent) -> None:
                 f"A referral Task's {element} cannot change",
                 expression=(f"Task.{element}",),
             )
-    check_transition(before, event.after)
+    events = await _repository(event.store).events(row.task_id)
+    check_transition(before, event.after, before_hold=status_before_hold(events))
     if event.after.get("status") == "in-progress" and before.get("status") != "in-progress":
         await _check_phase_one(event.store, row, event.after)
 

@@ -276,3 +276,90 @@ async def test_a_referral_in_a_transaction_creates_its_task(client: httpx.AsyncC
     request = response.json()["entry"][1]["resource"]
     task = (await client.get(f"/Task/{task_of(request)}")).json()
     assert task["status"] == "requested"
+
+
+async def _walk(http: httpx.AsyncClient, task_id: str, *statuses: str) -> None:
+    """Move a Task through ``statuses``, each with its own reason where one is needed."""
+    for number, status in enumerate(statuses):
+        moved = await _move(http, task_id, status, statusReason=reason(text=f"step {number}"))
+        assert moved.status_code == 200, moved.text
+
+
+@pytest.mark.parametrize(
+    ("path", "forbidden"),
+    [
+        ((), "in-progress"),
+        ((), "ready"),
+        (("received",), "in-progress"),
+        (("received",), "completed"),
+        (("accepted",), "rejected"),
+        (("accepted",), "completed"),
+        (("accepted", "in-progress"), "accepted"),
+        (("accepted", "in-progress"), "rejected"),
+        (("accepted", "in-progress", "completed"), "in-progress"),
+        (("cancelled",), "requested"),
+        (("rejected",), "received"),
+        (("on-hold",), "in-progress"),
+        (("on-hold",), "completed"),
+        (("received", "on-hold"), "in-progress"),
+        (("received", "on-hold"), "requested"),
+    ],
+)
+async def test_each_forbidden_transition_is_refused(
+    client: httpx.AsyncClient, path: tuple[str, ...], forbidden: str
+) -> None:
+    patient_id = await new_patient(client)
+    created = await _refer(client, "solway-dat", "solway-psy", "psychology", patient_id)
+    task_id = task_of(created.json())
+    await _walk(client, task_id, *path)
+    refused = await _move(client, task_id, forbidden, statusReason=reason(text="A new reason"))
+    assert refused.status_code == 422, refused.text
+    diagnostics = refused.json()["issue"][0]["diagnostics"]
+    assert f"to '{forbidden}'" in diagnostics
+    assert refused.json()["issue"][0]["expression"] == ["Task.status"]
+    assert (await client.get(f"/Task/{task_id}")).json()["status"] == (path or ("requested",))[-1]
+
+
+async def test_a_hold_returns_to_where_the_referral_was(client: httpx.AsyncClient) -> None:
+    patient_id = await new_patient(client)
+    created = await _refer(client, "solway-dat", "solway-psy", "psychology", patient_id)
+    task_id = task_of(created.json())
+    await _walk(client, task_id, "on-hold")
+    skipped = await _move(client, task_id, "in-progress")
+    assert skipped.status_code == 422
+    assert "it was 'requested' before the hold" in skipped.json()["issue"][0]["diagnostics"]
+    await _walk(client, task_id, "received", "accepted", "on-hold")
+    # Back from a hold taken when accepted: to accepted, or on to what accepted allows.
+    assert (await _move(client, task_id, "in-progress")).status_code == 200
+
+
+async def test_closing_needs_a_reason_of_its_own(client: httpx.AsyncClient) -> None:
+    patient_id = await new_patient(client)
+    created = await _refer(client, "solway-dat", "solway-psy", "psychology", patient_id)
+    task_id = task_of(created.json())
+    no_reason = await _move(client, task_id, "cancelled")
+    assert no_reason.status_code == 422
+    assert no_reason.json()["issue"][0]["expression"] == ["Task.statusReason"]
+    left_over = reason("patient-unavailable", "On holiday")
+    assert (await _move(client, task_id, "on-hold", statusReason=left_over)).status_code == 200
+    assert (await _move(client, task_id, "received")).status_code == 200
+    stale = await _move(client, task_id, "rejected")  # still carries the hold's reason
+    assert stale.status_code == 422
+    assert "left from an earlier move" in stale.json()["issue"][0]["diagnostics"]
+    rejected = await _move(client, task_id, "rejected", statusReason=reason(text="Not suitable"))
+    assert rejected.status_code == 200
+    timeline = (await client.get(f"/ServiceRequest/{created.json()['id']}/$timeline")).json()
+    last = [p for p in timeline["parameter"] if p["name"] == "event"][-1]
+    assert {"name": "reason", "valueString": "Not suitable"} in last["part"]
+
+
+async def test_a_closed_referral_cannot_be_cancelled(client: httpx.AsyncClient) -> None:
+    patient_id = await new_patient(client)
+    created = await _refer(client, "solway-dat", "solway-psy", "psychology", patient_id)
+    task_id = task_of(created.json())
+    await _walk(client, task_id, "accepted", "in-progress", "completed")
+    refused = await _move(client, task_id, "cancelled", statusReason=reason(text="Too late"))
+    assert refused.status_code == 422
+    assert "it is closed" in refused.json()["issue"][0]["diagnostics"]
+    request = (await client.get(f"/ServiceRequest/{created.json()['id']}")).json()
+    assert request["status"] == "completed"
