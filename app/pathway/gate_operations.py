@@ -10,7 +10,8 @@ import orjson
 from app.fhir.errors import Forbidden, InvalidRequest, NotFound
 from app.fhir.store import FhirStore
 from app.pathway.codes import reference_id
-from app.pathway.gate_rules import evaluate_gates, gates_guarding, override
+from app.pathway.gate_release import override
+from app.pathway.gate_rules import evaluate_gates, gates_guarding
 from app.pathway.repository import ReferralRepository
 from app.security.principal import Principal
 from app.security.scopes import GATE_OVERRIDE_SCOPE

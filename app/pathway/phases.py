@@ -189,7 +189,7 @@ async def _after_care_plan(event: WriteEvent) -> None:
         await PhaseRepository(event.store.repo.conn).add(**values)
     patient_id = reference_id(after.get("subject"), "Patient")
     if patient_id is not None:
-        from app.pathway.gate_rules import reevaluate_patient
+        from app.pathway.gate_release import reevaluate_patient
 
         await reevaluate_patient(event.store, patient_id)
 

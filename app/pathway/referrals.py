@@ -28,20 +28,25 @@ from app.pathway.codes import (
     reference_id,
 )
 from app.pathway.directory import Service, receiving_service, routes, sending_service
+from app.pathway.gate_records import GATE_EVALUATION, protect_gate_issues, record_decisions
+from app.pathway.gate_release import close_holds, reevaluate_patient
 from app.pathway.gate_rules import (
-    GATE_EVALUATION,
     check_gate_definition,
     evaluate_gates,
     evaluation_extensions,
     hold_reason,
     holds,
     in_value_set,
-    record_decisions,
-    reevaluate_patient,
 )
 from app.pathway.phases import TRAUMA_FOCUSSED_THERAPY, ensure_plan, phase_one_missing
 from app.pathway.repository import GateRepository, ReferralRepository
-from app.pathway.workflow import OPEN, check_transition, status_before_hold, timeline_event
+from app.pathway.workflow import (
+    CLOSING,
+    OPEN,
+    check_transition,
+    status_before_hold,
+    timeline_event,
+)
 
 _SR_OPEN = frozenset({"draft", "active", "on-hold"})
 #: Extensions of a referral's ServiceRequest that only the server writes.
@@ -54,6 +59,7 @@ def install(hooks: WriteHooks) -> None:
     hooks.before("Task", _before_task)
     hooks.after("Task", _after_task)
     hooks.before("PlanDefinition", _before_plan)
+    hooks.before("DetectedIssue", protect_gate_issues)
     for evidence in ("Observation", "MedicationStatement", "MedicationRequest"):
         hooks.after(evidence, _evidence_written)
 
@@ -289,10 +295,36 @@ async def _before_task(event: WriteEvent) -> None:
                 f"A referral Task's {element} cannot change",
                 expression=(f"Task.{element}",),
             )
+    # The gate first: a held referral's way out is the gate's, whatever the state machine says.
+    await _check_gate_hold(event.store, row, event.after)
     events = await _repository(event.store).events(row.task_id)
     check_transition(before, event.after, before_hold=status_before_hold(events))
     if event.after.get("status") == "in-progress" and before.get("status") != "in-progress":
         await _check_phase_one(event.store, row, event.after)
+
+
+async def _check_gate_hold(store: FhirStore, row: Any, after: dict[str, Any]) -> None:
+    """A referral held by an enforced gate leaves the hold only when the gate releases it
+    (evidence, a change of its mode) or a clinician overrides it ($override-gate), both of
+    which end the hold on the record first; or when the referral is closed. A plain update
+    would let it through with no decision recorded."""
+    holding = await GateRepository(store.repo.conn).held(row.service_request_id)
+    if not holding:
+        return
+    status = after.get("status")
+    if status in CLOSING:
+        return
+    leaves = status != "on-hold" or codes(after.get("businessStatus", {}), REFERRAL_STATE) != [
+        "held-by-gate"
+    ]
+    if leaves:
+        names = ", ".join(f"'{r.gate_code}' (PlanDefinition/{r.gate_id})" for r in holding)
+        raise BusinessRuleViolation(
+            f"Task/{row.task_id} is held by the gate {names}: it stays on-hold, held-by-gate, "
+            "until the gate is met (add the evidence it needs; its DetectedIssue names it) or "
+            f"a clinician overrides it with a reason (POST /Task/{row.task_id}/$override-gate)",
+            expression=("Task.status",) if status != "on-hold" else ("Task.businessStatus",),
+        )
 
 
 async def _check_phase_one(store: FhirStore, row: Any, task: dict[str, Any]) -> None:
@@ -339,6 +371,8 @@ async def _after_task(event: WriteEvent) -> None:
     )
     if status == "accepted":
         await ensure_plan(store, row.patient_id)
+    if status not in OPEN:
+        await close_holds(store, row.service_request_id)
     await _follow_task(store, row.service_request_id, status)
 
 

@@ -180,7 +180,7 @@ async def _referrals(
 
 
 async def _gates(store: FhirStore, patient_id: str) -> list[dict[str, Any]]:
-    decisions = await GateRepository(store.repo.conn).of_patient(patient_id)
+    decisions = await GateRepository(store.repo.conn).current_of_patient(patient_id)
     gates = []
     for row in decisions:
         parts: list[dict[str, Any]] = [
@@ -192,7 +192,7 @@ async def _gates(store: FhirStore, patient_id: str) -> list[dict[str, Any]]:
             {"name": "kind", "valueCode": row.gate_kind},
             {"name": "mode", "valueCode": row.mode},
             {"name": "outcome", "valueCode": row.outcome},
-            {"name": "holding", "valueBoolean": bool(row.held and row.released_at is None)},
+            {"name": "holding", "valueBoolean": bool(row.held)},
         ]
         if row.released_by:
             parts.append({"name": "releasedBy", "valueCode": row.released_by})
