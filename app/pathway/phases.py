@@ -119,8 +119,15 @@ def new_plan(patient_id: str, now: str) -> dict[str, Any]:
     }
 
 
+async def lock_pathway(store: FhirStore, patient_id: str) -> None:
+    """Serialise the writers that could each find no active pathway CarePlan for the person
+    and so make a second one (two referrals accepted at once, or a client's POST)."""
+    await store.repo.lock(f"pathway-care-plan|{patient_id}")
+
+
 async def ensure_plan(store: FhirStore, patient_id: str) -> None:
     """Start the person's pathway CarePlan, unless they have an active one."""
+    await lock_pathway(store, patient_id)
     if await active_plan(store, patient_id) is None:
         now = store.clock().isoformat(timespec="milliseconds").replace("+00:00", "Z")
         await store.as_server().create(new_plan(patient_id, now), resource_type="CarePlan")
@@ -136,6 +143,7 @@ async def _before_care_plan(event: WriteEvent) -> None:
             "A pathway CarePlan's subject is a Patient", expression=("CarePlan.subject",)
         )
     if after.get("status") == "active":
+        await lock_pathway(event.store, patient_id)
         other = await active_plan(event.store, patient_id)
         if other is not None and other["id"] != event.resource_id:
             raise BusinessRuleViolation(

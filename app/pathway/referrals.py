@@ -134,6 +134,9 @@ async def _accept_new_referral(event: WriteEvent) -> None:
             f"(throughcare) needs the person's liberation date (extension {LIBERATION_DATE})",
             expression=("ServiceRequest.extension",),
         )
+    # Two creates racing for the same person and service must not both find no open
+    # referral: serialise them (PostgreSQL; SQLite writers run one at a time anyway).
+    await store.repo.lock(f"open-referral|{patient_id}|{to_service.id}")
     duplicate = await _repository(store).open_referral(
         patient_id=patient_id, to_service_id=to_service.id
     )
