@@ -106,7 +106,9 @@ async def service_gates(
         "DetectedIssue's code) and `reason` (valueString). Needs the scope "
         "`waymark/gate.override` and system/Task.u. The DetectedIssue gets a mitigation naming "
         "the client, time and reason; when no other gate holds the referral its Task goes back "
-        "to requested. Defined by OperationDefinition/override-gate."
+        "to requested. The phase gate may also be overridden on trauma-focussed work it does "
+        "not hold (referred while the gate was suspended, or before phase 1 was reopened), so "
+        "that the Task may start. Defined by OperationDefinition/override-gate."
     ),
     responses=edge.responses({200: "What was released, as Parameters"}, _PARAMETERS, 422),
     openapi_extra=edge.request_body(_PARAMETERS),
@@ -116,6 +118,35 @@ async def override_gate(
     resource_id: Annotated[str, Path(description="The held referral's Task id")],
 ) -> Response:
     from app.pathway.gate_operations import override_gate as override
+
+    media = edge.media(request)
+    document = await edge.json_body(request)
+    async with audited_store(request, write=True) as store:
+        body = await override(store, resource_id, document, principal=request.state.audit.principal)
+    return Response(orjson.dumps(body), media_type=media)
+
+
+@router.post(
+    "/CarePlan/{resource_id}/$override-gate",
+    name="override-phase-gate",
+    summary="Start phase 2 before phase 1 is complete, recording who, when and why",
+    description=(
+        "Body: a Parameters resource with `gate` (valueCode: the phase gate's code) and "
+        "`reason` (valueString). Needs the scope `waymark/gate.override` and "
+        "system/CarePlan.u. Records the override on a DetectedIssue (implicated: the CarePlan "
+        "and the gate; mitigation: the client, time and reason) and puts the phase-2 activity "
+        "in progress, with the `phase-gate-override` extension naming that DetectedIssue. "
+        "Refused with 422 when phase 1 is complete (no override is needed) or phase 2 has "
+        "started. Defined by OperationDefinition/override-gate."
+    ),
+    responses=edge.responses({200: "What was overridden, as Parameters"}, _PARAMETERS, 422),
+    openapi_extra=edge.request_body(_PARAMETERS),
+)
+async def override_phase_gate(
+    request: Request,
+    resource_id: Annotated[str, Path(description="The person's pathway CarePlan id")],
+) -> Response:
+    from app.pathway.gate_operations import override_phase_gate as override
 
     media = edge.media(request)
     document = await edge.json_body(request)

@@ -21,7 +21,8 @@ from app.pathway.codes import (
 from app.pathway.directory import service_from
 from app.pathway.gate_records import GATE_EVALUATION, log_of
 from app.pathway.gates import GATE_ID
-from app.pathway.phases import is_pathway_plan, phase_events
+from app.pathway.phase_rules import phase_events
+from app.pathway.phases import is_pathway_plan
 from app.pathway.referrals import clock_pausing_reasons, is_referral
 from app.pathway.repository import GateRepository, PhaseRepository, ReferralRepository
 from app.pathway.workflow import OPEN, timeline_event

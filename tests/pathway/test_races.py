@@ -17,7 +17,7 @@ import pytest
 from app.db import transaction
 from app.fhir.errors import BusinessRuleViolation
 from app.fhir.hooks import WriteEvent, WriteHooks
-from app.pathway import phases, referrals
+from app.pathway import phase_rules, referrals
 from app.runtime import Runtime
 from tests.pathway.referrals import new_patient, referral, role_in, service, task_of
 
@@ -40,7 +40,7 @@ def _hooks_meeting_at(barrier: asyncio.Barrier, *, before: str = "", after: str 
     if after:
         hooks.after(after, meet)
     referrals.install(hooks)
-    phases.install(hooks)
+    phase_rules.install(hooks)
     return hooks
 
 
