@@ -25,11 +25,13 @@ _PARAMETERS = {
     name="referral-timeline",
     summary="A referral's timeline (every change of its Task) and its waiting clock",
     description=(
-        "Answers a Parameters resource: `referral`, `task`, `status`, `open`, one `event` per "
-        "change of the Task's status or business state (`at`, `from`, `to`, `businessStatus`, "
-        "`reason`, `pausesClock`, `who`), and `clock` (`started`: the service has the "
-        "referral; `stopped`: first treatment; `waitedDays`, `pausedDays` on hold for reasons "
-        "the person owns, `waitedWithoutPausesDays`, `stillWaiting`). Needs read access to "
+        "Answers a Parameters resource: `referral`, `task`, `status`, `open`, `liberationDate` "
+        "(throughcare), one `event` per change of the Task's status or business state (`at`, "
+        "`from`, `to`, `businessStatus`, `reason`, `pausesClock`, `who`), and `clock` "
+        "(`referred`; `started`: the service has the referral; `stopped`: first treatment or "
+        "closure without it, `endedBy` saying which; `waitedDays`, `pausedDays` on hold for "
+        "reasons the person owns, `waitedWithoutPausesDays`, `daysSinceReferral` from the "
+        "referral itself, `daysHeldByGates`, `stillWaiting`). Needs read access to "
         "ServiceRequest and Task. Defined by OperationDefinition/referral-timeline."
     ),
     responses=edge.responses({200: "The timeline, as Parameters"}, _PARAMETERS),
@@ -160,14 +162,18 @@ async def override_phase_gate(
     name="pathway",
     summary="Where a person is on their pathway, in one call",
     description=(
-        "Answers a Parameters resource: `patient`; `carePlan`, `currentPhase` and one `phase` "
-        "per activity (code, status) of the active pathway CarePlan; `readinessReview` (the "
-        "latest: review, value, date); one `referral` per open referral (referral, task, to, "
-        "status, businessStatus, waitedDays, waitedWithoutPausesDays); one `gate` per gate "
-        "decision (referral, gate, kind, mode, outcome, holding, releasedBy); one `overdue` per "
-        "item past due (kind `held-over-90-days` or `phase-1-without-review`, item, since); and "
-        "`omitted`, naming what the token may not read and so was left out. Defined by "
-        "OperationDefinition/pathway."
+        "Answers a Parameters resource: `patient`; `carePlan`, `currentPhase`, "
+        "`currentPhaseStatus`, one `phase` per activity (code, status), `phase1Complete` and "
+        "`phase1Missing`, one `phaseEvent` per change of a phase (phase, at, from, to, reason, "
+        "who); `readinessReview` (the latest that stands: review, value, date); one "
+        "`sharedCare` per shared-care episode (episode, practice, lastReview, reviewDue); one "
+        "`referral` per open referral (referral, task, to, status, businessStatus, "
+        "liberationDate, waitedDays, waitedWithoutPausesDays, daysSinceReferral, "
+        "daysHeldByGates); one `gate` per gate evaluated on them, as it stands now (referral, "
+        "gate, kind, mode, outcome, holding, decision, releasedBy); one `overdue` per item "
+        "past due (kind `held-over-90-days`, `phase-1-without-review` or `shared-care-review`, "
+        "item, since); and `omitted`, naming what the token may not read and so was left out. "
+        "Defined by OperationDefinition/pathway."
     ),
     responses=edge.responses({200: "The pathway, as Parameters"}, _PARAMETERS),
 )

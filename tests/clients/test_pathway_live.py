@@ -110,6 +110,7 @@ async def test_one_persons_pathway_through_fhirpy(live_server: LiveServer) -> No
         code={"coding": [{"system": CODES, "code": "readiness-review"}]},
         subject={"reference": f"Patient/{person.id}"},
         effectiveDateTime="2026-01-21",
+        performer=[{"display": "Community psychiatric nurse"}],
         valueCodeableConcept={"coding": [{"system": CODES, "code": "ready"}]},
     )
     await review.save()

@@ -188,7 +188,7 @@ async def test_pathway_respects_scopes_and_shows_what_is_overdue(
     omitted = {
         p["valueString"].split(":")[0] for p in limited["parameter"] if p["name"] == "omitted"
     }
-    assert omitted == {"Observation", "EpisodeOfCare", "ServiceRequest"}
+    assert omitted == {"Observation", "EpisodeOfCare", "ServiceRequest", "Task"}
     nobody = await scoped_client("system/CarePlan.r")
     assert (await nobody.get(f"/Patient/{patient_id}/$pathway")).status_code == 403
 

@@ -36,6 +36,7 @@ ROUTES = [
     ("solway-psy", "solway-cmht", "cmht"),
     ("northisles-dat", "northisles-psy", "psychology"),
     ("northisles-gp2", "northisles-dat", "drug-alcohol"),
+    ("solway-prison", "solway-dat", "drug-alcohol"),  # throughcare, with a liberation date
 ]
 
 
@@ -363,3 +364,79 @@ async def test_a_closed_referral_cannot_be_cancelled(client: httpx.AsyncClient) 
     assert "it is closed" in refused.json()["issue"][0]["diagnostics"]
     request = (await client.get(f"/ServiceRequest/{created.json()['id']}")).json()
     assert request["status"] == "completed"
+
+
+async def test_an_organization_with_several_services_cannot_name_the_sender(
+    client: httpx.AsyncClient,
+) -> None:
+    patient_id = await new_patient(client)
+    gp = (await client.get(f"/HealthcareService/{await service(client, 'solway-gp1')}")).json()
+    second = {
+        "resourceType": "HealthcareService",
+        "active": True,
+        "providedBy": gp["providedBy"],
+        "type": gp["type"],
+        "name": "Solway Harbour Medical Practice: minor surgery",
+    }
+    assert (await client.post("/HealthcareService", json=second)).status_code == 201
+    body = referral(
+        patient_id,
+        gp["providedBy"]["reference"],
+        await service(client, "solway-dat"),
+        "drug-alcohol",
+    )
+    refused = await client.post("/ServiceRequest", json=body, headers=FHIR_JSON)
+    assert refused.status_code == 422
+    issue = refused.json()["issue"][0]
+    assert "has 2 active services" in issue["diagnostics"]
+    assert issue["expression"] == ["ServiceRequest.requester"]
+
+
+@pytest.mark.parametrize("named", [0, 2])
+async def test_a_practitioner_role_must_name_one_service(
+    client: httpx.AsyncClient, named: int
+) -> None:
+    patient_id = await new_patient(client)
+    services = [await service(client, key) for key in ("solway-gp1", "solway-pharm")][:named]
+    role = {
+        "resourceType": "PractitionerRole",
+        "active": True,
+        **(
+            {"healthcareService": [{"reference": f"HealthcareService/{s}"} for s in services]}
+            if services
+            else {}
+        ),
+    }
+    made = await client.post("/PractitionerRole", json=role, headers=FHIR_JSON)
+    body = referral(
+        patient_id,
+        f"PractitionerRole/{made.json()['id']}",
+        await service(client, "solway-dat"),
+        "drug-alcohol",
+    )
+    refused = await client.post("/ServiceRequest", json=body, headers=FHIR_JSON)
+    assert refused.status_code == 422
+    assert f"it names {named}" in refused.json()["issue"][0]["diagnostics"]
+    assert (await client.get("/Task")).json()["total"] == 0
+
+
+async def test_an_advisory_gate_warns_in_the_transaction_response(
+    client: httpx.AsyncClient,
+) -> None:
+    patient_id = await new_patient(client, meets_gates=False)
+    requester = await role_in(client, await service(client, "northisles-dat"))
+    body = referral(patient_id, requester, await service(client, "northisles-psy"), "psychology")
+    bundle = {
+        "resourceType": "Bundle",
+        "type": "transaction",
+        "entry": [{"resource": body, "request": {"method": "POST", "url": "ServiceRequest"}}],
+    }
+    response = await client.post("/", json=bundle, headers=FHIR_JSON)
+    assert response.status_code == 200, response.text
+    [entry] = response.json()["entry"]
+    assert entry["response"]["status"] == "201 Created"
+    warnings = [i for i in entry["response"]["outcome"]["issue"] if i["severity"] == "warning"]
+    assert len(warnings) == 1
+    assert "Advisory gate not met" in warnings[0]["diagnostics"]
+    task = (await client.get(f"/Task/{task_of(entry['resource'])}")).json()
+    assert task["status"] == "requested"
