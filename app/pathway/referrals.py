@@ -28,7 +28,7 @@ from app.pathway.codes import (
     reference_id,
 )
 from app.pathway.directory import Service, receiving_service, routes, sending_service
-from app.pathway.gate_records import GATE_EVALUATION, protect_gate_issues, record_decisions
+from app.pathway.gate_records import protect_gate_issues, record_decisions
 from app.pathway.gate_release import close_holds, reevaluate_patient
 from app.pathway.gate_rules import (
     check_gate_definition,
@@ -39,6 +39,14 @@ from app.pathway.gate_rules import (
     in_value_set,
 )
 from app.pathway.phases import TRAUMA_FOCUSSED_THERAPY, ensure_plan, phase_one_missing
+from app.pathway.referral_changes import (
+    FOLLOWS_TASK,
+    KEPT_BY_SERVER,
+    SR_OPEN,
+    check_new_referral,
+    check_referral_change,
+    refuse_becoming_a_referral,
+)
 from app.pathway.repository import GateRepository, ReferralRepository
 from app.pathway.workflow import (
     CLOSING,
@@ -47,10 +55,6 @@ from app.pathway.workflow import (
     status_before_hold,
     timeline_event,
 )
-
-_SR_OPEN = frozenset({"draft", "active", "on-hold"})
-#: Extensions of a referral's ServiceRequest that only the server writes.
-_KEPT_BY_SERVER = (REFERRAL_TASK, REFERRING_SERVICE, GATE_EVALUATION)
 
 
 def install(hooks: WriteHooks) -> None:
@@ -101,10 +105,16 @@ async def _before_service_request(event: WriteEvent) -> None:
             )
         return
     if existing is not None:
-        _check_referral_change(event.before or {}, event.after, existing)
+        check_referral_change(event.before or {}, event.after, existing)
         return
-    if event.before is None and is_referral(event.after):
-        await _accept_new_referral(event)
+    if not is_referral(event.after):
+        return
+    if event.before is not None:
+        if not is_referral(event.before):
+            refuse_becoming_a_referral()
+        return  # a referral made before these rules kept projections: left as it is
+    check_new_referral(event.after)
+    await _accept_new_referral(event)
 
 
 async def _accept_new_referral(event: WriteEvent) -> None:
@@ -156,7 +166,7 @@ async def _accept_new_referral(event: WriteEvent) -> None:
         referral_code=document.get("code"),
     )
     task_id = str(uuid.uuid4())
-    extensions = [e for e in document.get("extension", []) if e.get("url") not in _KEPT_BY_SERVER]
+    extensions = [e for e in document.get("extension", []) if e.get("url") not in KEPT_BY_SERVER]
     extensions += evaluation_extensions(outcomes)
     extensions.append({"url": REFERRAL_TASK, "valueReference": {"reference": f"Task/{task_id}"}})
     extensions.append(
@@ -179,28 +189,6 @@ async def _accept_new_referral(event: WriteEvent) -> None:
     )
 
 
-def _check_referral_change(before: dict[str, Any], after: dict[str, Any], row: Any) -> None:
-    for element in ("subject", "performer", "requester", "category"):
-        if before.get(element) != after.get(element):
-            raise BusinessRuleViolation(
-                f"A referral's {element} cannot change; revoke it and refer again",
-                expression=(f"ServiceRequest.{element}",),
-            )
-    for url in _KEPT_BY_SERVER:
-        kept = [e for e in before.get("extension", []) if e.get("url") == url]
-        sent = [e for e in after.get("extension", []) if e.get("url") == url]
-        if kept != sent:
-            raise BusinessRuleViolation(
-                f"The extension {url} is kept by the server and cannot change",
-                expression=("ServiceRequest.extension",),
-            )
-    if after.get("status") == "completed" and before.get("status") != "completed" and row.open:
-        raise BusinessRuleViolation(
-            f"Complete the referral's Task (Task/{row.task_id}); its ServiceRequest follows",
-            expression=("ServiceRequest.status",),
-        )
-
-
 async def _after_service_request(event: WriteEvent) -> None:
     store = event.store
     if "task_id" in event.context:
@@ -210,7 +198,7 @@ async def _after_service_request(event: WriteEvent) -> None:
         return
     row = await _repository(store).by_service_request(event.resource_id)
     revoked = event.after.get("status") in ("revoked", "entered-in-error")
-    if row is not None and row.open and revoked and event.before.get("status") in _SR_OPEN:
+    if row is not None and row.open and revoked and event.before.get("status") in SR_OPEN:
         task = await store.current("Task", row.task_id)
         if task is not None and task.get("status") in OPEN:
             task["status"] = "cancelled"
@@ -380,13 +368,13 @@ async def _after_task(event: WriteEvent) -> None:
 
 
 async def _follow_task(store: FhirStore, service_request_id: str, task_status: str) -> None:
-    """Keep the ServiceRequest in step: a cancelled Task revokes it, a completed one
-    completes it."""
-    wanted = {"cancelled": "revoked", "completed": "completed"}.get(task_status)
+    """Keep the ServiceRequest in step: a Task closed without its work revokes it, a
+    completed one completes it."""
+    wanted = FOLLOWS_TASK.get(task_status)
     if wanted is None:
         return
     request = await store.current("ServiceRequest", service_request_id)
-    if request is not None and request.get("status") in _SR_OPEN:
+    if request is not None and request.get("status") in SR_OPEN:
         request["status"] = wanted
         await store.as_server().update("ServiceRequest", service_request_id, request)
 

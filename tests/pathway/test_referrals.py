@@ -440,3 +440,53 @@ async def test_an_advisory_gate_warns_in_the_transaction_response(
     assert "Advisory gate not met" in warnings[0]["diagnostics"]
     task = (await client.get(f"/Task/{task_of(entry['resource'])}")).json()
     assert task["status"] == "requested"
+
+
+async def test_a_service_request_stays_in_step_with_its_task(client: httpx.AsyncClient) -> None:
+    patient_id = await new_patient(client)
+    first = (await _refer(client, "solway-dat", "solway-psy", "psychology", patient_id)).json()
+    revoked = await client.put(
+        f"/ServiceRequest/{first['id']}", json={**first, "status": "revoked"}, headers=FHIR_JSON
+    )
+    assert revoked.status_code == 200
+    reopened = await client.put(
+        f"/ServiceRequest/{first['id']}", json={**revoked.json(), "status": "active"}
+    )
+    assert reopened.status_code == 422
+    assert reopened.json()["issue"][0]["expression"] == ["ServiceRequest.status"]
+    assert (await client.get(f"/Task/{task_of(first)}")).json()["status"] == "cancelled"
+
+    # Rejected by the service: the ServiceRequest is revoked with it.
+    second = (await _refer(client, "solway-dat", "solway-cmht", "cmht", patient_id)).json()
+    rejected = await _move(client, task_of(second), "rejected", statusReason=reason(text="No"))
+    assert rejected.status_code == 200
+    assert (await client.get(f"/ServiceRequest/{second['id']}")).json()["status"] == "revoked"
+
+    # Completed: revoking it afterwards is refused.
+    third = (await _refer(client, "solway-dat", "solway-gp1", "gp", patient_id)).json()
+    await _walk(client, task_of(third), "accepted", "in-progress", "completed")
+    done = (await client.get(f"/ServiceRequest/{third['id']}")).json()
+    assert done["status"] == "completed"
+    late = await client.put(f"/ServiceRequest/{third['id']}", json={**done, "status": "revoked"})
+    assert late.status_code == 422
+    assert "closed" in late.json()["issue"][0]["diagnostics"]
+
+
+async def test_a_referral_is_sent_active_and_is_one_from_the_start(
+    client: httpx.AsyncClient,
+) -> None:
+    patient_id = await new_patient(client)
+    requester = await role_in(client, await service(client, "solway-dat"))
+    body = referral(patient_id, requester, await service(client, "solway-psy"), "psychology")
+    draft = await client.post("/ServiceRequest", json={**body, "status": "draft"})
+    assert draft.status_code == 422
+    assert draft.json()["issue"][0]["expression"] == ["ServiceRequest.status"]
+    plain = {k: v for k, v in body.items() if k not in ("category", "performer")}
+    made = await client.post("/ServiceRequest", json={**plain, "status": "draft"})
+    assert made.status_code == 201
+    becoming = await client.put(
+        f"/ServiceRequest/{made.json()['id']}", json={**body, "id": made.json()["id"]}
+    )
+    assert becoming.status_code == 422
+    assert "created as one" in becoming.json()["issue"][0]["diagnostics"]
+    assert (await client.get("/Task")).json()["total"] == 0
