@@ -17,6 +17,7 @@ from app.pathway.gates import (
     GATE_EVIDENCE,
     GATE_KIND,
     GATE_SUBSTANCES,
+    KINDS,
     OPIOID_SUBSTITUTION,
     Gate,
     Outcome,
@@ -45,7 +46,7 @@ async def gates_guarding(
     plans = await store.find(
         "PlanDefinition",
         [
-            ("type", f"{GATE_KIND}|abstinence,{GATE_KIND}|phase,{GATE_KIND}|other"),
+            ("type", ",".join(f"{GATE_KIND}|{kind}" for kind in KINDS)),
             ("status", "active"),
         ],
         count=500,

@@ -31,6 +31,8 @@ GATE_SUBSTANCES = f"{WAYMARK}/ValueSet/gate-substance"
 OPIOID_SUBSTITUTION = f"{WAYMARK}/ValueSet/opioid-substitution"
 SERVICE_ID = f"{WAYMARK}/Id/service"
 MODES = ("enforced", "advisory", "suspended")
+#: The gate kinds Waymark has a rule for (CodeSystem gate-kind also has 'other', refused).
+KINDS = ("abstinence", "phase")
 _UNITS = {"d": "days", "wk": "weeks", "mo": "months", "a": "years"}
 
 
@@ -89,7 +91,7 @@ def is_gate(plan: dict[str, Any]) -> bool:
 def gate_from(plan: dict[str, Any], *, known_substances: frozenset[str] | None = None) -> Gate:
     """The gate a PlanDefinition defines; 422 naming the element when it is not a usable
     gate (unknown mode or substance, a period that is not positive)."""
-    kind = codes(plan.get("type", {}), GATE_KIND)[0]
+    kind = _kind(plan)
     extensions = plan.get("extension", [])
     modes = [(i, e.get("valueCode")) for i, e in enumerate(extensions) if e.get("url") == GATE_MODE]
     if len(modes) != 1 or modes[0][1] not in MODES:
@@ -131,7 +133,44 @@ def gate_from(plan: dict[str, Any], *, known_substances: frozenset[str] | None =
     for index, extension in enumerate(extensions):
         if extension.get("url") == GATE_ABSTINENCE:
             return _abstinence(gate, extension, index, known_substances)
+    if kind == "abstinence":
+        raise BusinessRuleViolation(
+            f"An abstinence gate carries its criterion in the {GATE_ABSTINENCE} extension "
+            "(substances and a period or the most days of use in 28)",
+            expression=("PlanDefinition.extension",),
+        )
     return gate
+
+
+def _kind(plan: dict[str, Any]) -> str:
+    """The gate's kind: one that Waymark evaluates, or 422 naming the coding."""
+    coded = [
+        (i, c.get("code"))
+        for i, c in enumerate((plan.get("type") or {}).get("coding", []))
+        if isinstance(c, dict) and c.get("system") == GATE_KIND
+    ]
+    if len(coded) != 1:
+        raise BusinessRuleViolation(
+            f"A gate has one kind ({GATE_KIND}) in PlanDefinition.type",
+            expression=("PlanDefinition.type",),
+        )
+    index, kind = coded[0]
+    where = (f"PlanDefinition.type.coding[{index}]",)
+    if kind == "other":
+        # A kind with no rule would be recorded and then never act: refuse it until one exists.
+        raise BusinessRuleViolation(
+            "Waymark has no rule to evaluate a gate of kind 'other' yet, so it would never act "
+            "on a referral: state the criterion as an abstinence or a phase gate",
+            expression=where,
+        )
+    if kind not in KINDS:
+        raise BusinessRuleViolation(
+            f"'{kind}' is not a gate kind Waymark evaluates ({GATE_KIND}: "
+            + ", ".join(KINDS)
+            + ")",
+            expression=where,
+        )
+    return str(kind)
 
 
 def _abstinence(
@@ -155,9 +194,13 @@ def _abstinence(
         elif name == "minimum-abstinence":
             duration = part.get("valueDuration", {})
             value, unit = duration.get("value"), duration.get("code")
-            if not isinstance(value, int | float) or value <= 0 or unit not in _UNITS:
+            whole = isinstance(value, int | float) and not isinstance(value, bool)
+            if not whole or value <= 0 or value != int(value) or unit not in _UNITS:
+                # Months and years are counted by the calendar, so a fraction has no meaning
+                # (0.5 months would have become 0); a clinician writes 2 wk or 14 d instead.
                 raise BusinessRuleViolation(
-                    "The minimum abstinent period must be a positive Duration in d, wk, mo or a",
+                    "The minimum abstinent period must be a positive whole number of d, wk, mo "
+                    f"or a (UCUM code); {value!r} {unit!r} is not",
                     expression=(f"{where}.valueDuration",),
                 )
             minimum = (int(value), str(unit))

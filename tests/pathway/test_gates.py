@@ -298,6 +298,10 @@ async def test_override_needs_its_scope_and_records_who_and_why(
         ({"mode": "sometimes"}, "PlanDefinition.extension[0].valueCode"),
         ({"substance": "999999"}, "PlanDefinition.extension[2].extension[0].valueCoding"),
         ({"period": -3}, "PlanDefinition.extension[2].extension[2].valueDuration"),
+        ({"period": 0.5}, "PlanDefinition.extension[2].extension[2].valueDuration"),
+        ({"kind": "sobriety"}, "PlanDefinition.type.coding[0]"),
+        ({"kind": "other"}, "PlanDefinition.type.coding[0]"),
+        ({"criterion": None}, "PlanDefinition.extension"),
     ],
 )
 async def test_bad_gate_definitions_are_refused_naming_the_element(
@@ -310,9 +314,16 @@ async def test_bad_gate_definitions_are_refused_naming_the_element(
         plan["extension"][2]["extension"][0]["valueCoding"]["code"] = change["substance"]
     if "period" in change:
         plan["extension"][2]["extension"][2]["valueDuration"]["value"] = change["period"]
+    if "kind" in change:
+        plan["type"]["coding"][0]["code"] = change["kind"]
+    if "criterion" in change:
+        del plan["extension"][2]
     response = await client.put(f"/PlanDefinition/{SOLWAY_GATE}", json=plan, headers=FHIR_JSON)
     assert response.status_code == 422, response.text
     assert response.json()["issue"][0]["expression"] == [where]
+    # Nothing changed: the gate still acts as it did.
+    stored = (await client.get(f"/PlanDefinition/{SOLWAY_GATE}")).json()
+    assert stored["meta"]["versionId"] == "1"
 
 
 async def test_a_referrer_sees_the_gates_of_a_service(client: httpx.AsyncClient) -> None:
