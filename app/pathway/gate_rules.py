@@ -59,6 +59,17 @@ async def gates_guarding(
     return found
 
 
+async def value_set_members(store: FhirStore, url: str) -> frozenset[tuple[str | None, str]]:
+    """The (system, code) pairs a ValueSet's compose includes by enumeration."""
+    sets = await store.find("ValueSet", [("url", url)], count=1)
+    return frozenset(
+        (include.get("system"), str(concept["code"]))
+        for value_set in sets
+        for include in value_set.get("compose", {}).get("include", [])
+        for concept in include.get("concept", [])
+    )
+
+
 async def value_set_codes(store: FhirStore, url: str) -> frozenset[str]:
     sets = await store.find("ValueSet", [("url", url)], count=1)
     return frozenset(
@@ -101,9 +112,9 @@ async def evaluate_gates(
     subject = [("subject", f"Patient/{patient_id}")]
     observations = await store.find("Observation", [*subject, ("code", _EVIDENCE_CODES)], count=500)
     medications: list[dict[str, Any]] = []
-    ost_codes: frozenset[str] = frozenset()
+    ost_codes: frozenset[tuple[str | None, str]] = frozenset()
     if any(g.ost_counts for g in abstinence):
-        ost_codes = await value_set_codes(store, OPIOID_SUBSTITUTION)
+        ost_codes = await value_set_members(store, OPIOID_SUBSTITUTION)
         for resource_type in ("MedicationStatement", "MedicationRequest"):
             medications += await store.find(
                 resource_type, [*subject, ("status", "active")], count=500
@@ -122,13 +133,7 @@ async def _phase_outcome(store: FhirStore, gate: Gate, patient_id: str, today: d
 
 
 async def in_value_set(store: FhirStore, concept: Any, url: str) -> bool:
-    sets = await store.find("ValueSet", [("url", url)], count=1)
-    members = {
-        (include.get("system"), concept_["code"])
-        for value_set in sets
-        for include in value_set.get("compose", {}).get("include", [])
-        for concept_ in include.get("concept", [])
-    }
+    members = await value_set_members(store, url)
     given = {
         (c.get("system"), c.get("code"))
         for c in (concept or {}).get("coding", [])

@@ -307,7 +307,7 @@ def add(start: date, value: int, unit: str) -> date:
 def evidence_from(
     observations: list[dict[str, Any]],
     medications: list[dict[str, Any]],
-    ost_codes: frozenset[str],
+    ost_codes: frozenset[tuple[str | None, str]],
 ) -> Evidence:
     """The latest evidence per substance, and the active opioid substitution records."""
     found = Evidence()
@@ -330,10 +330,34 @@ def evidence_from(
         elif kinds[0] == "use-days-past-28" and isinstance(observation.get("valueInteger"), int):
             found.use_days[substance] = (observation["valueInteger"], ref)
     for record in medications:
-        concept = record.get("medicationCodeableConcept", {})
-        if {c.get("code") for c in concept.get("coding", [])} & ost_codes:
+        if set(medication_codings(record)) & ost_codes:
             found.opioid_substitution.append(f"{record['resourceType']}/{record['id']}")
     return found
+
+
+def medication_codings(record: dict[str, Any]) -> list[tuple[str | None, str]]:
+    """The (system, code) pairs naming a medication record's medicine: its
+    medicationCodeableConcept, or the Medication its medicationReference names when that is
+    contained in the record: the Medication's code and its ingredients' codes, so that a
+    product coded by its dm+d code counts by its ingredient (buprenorphine in Buvidal).
+    A reference to a Medication elsewhere is not followed: Waymark does not serve Medication."""
+    concepts = [record.get("medicationCodeableConcept") or {}]
+    reference = (record.get("medicationReference") or {}).get("reference")
+    if isinstance(reference, str) and reference.startswith("#"):
+        for medication in record.get("contained", []):
+            if medication.get("resourceType") != "Medication":
+                continue
+            if medication.get("id") != reference[1:]:
+                continue
+            concepts.append(medication.get("code") or {})
+            for ingredient in medication.get("ingredient", []):
+                concepts.append(ingredient.get("itemCodeableConcept") or {})
+    return [
+        (c.get("system"), str(c["code"]))
+        for concept in concepts
+        for c in concept.get("coding", [])
+        if isinstance(c, dict) and c.get("code")
+    ]
 
 
 def _substance(observation: dict[str, Any]) -> str | None:

@@ -371,3 +371,87 @@ async def test_gate_decisions_rebuilt_equal(
     async with transaction(runtime.engine, write=True) as conn:
         await rebuild(runtime.store(conn))
     assert await snapshot() == live
+
+
+def _ost_record(patient_id: str, **medicine: Any) -> dict[str, Any]:
+    return {
+        "resourceType": "MedicationStatement",
+        "status": "active",
+        "subject": {"reference": f"Patient/{patient_id}"},
+        **medicine,
+    }
+
+
+def _coded(system: str, code: str) -> dict[str, Any]:
+    return {"coding": [{"system": system, "code": code}]}
+
+
+# Buvidal recorded the way dm+d-coded records arrive: a product code (here a placeholder, not a
+# real dm+d code) on a contained Medication that names its active ingredient.
+_BUVIDAL = {
+    "contained": [
+        {
+            "resourceType": "Medication",
+            "id": "lai",
+            "code": {"text": "Buvidal 64mg prolonged-release solution for injection"},
+            "ingredient": [
+                {"itemCodeableConcept": {"coding": [{"system": SNOMED, "code": "387173000"}]}}
+            ],
+        }
+    ],
+    "medicationReference": {"reference": "#lai"},
+}
+
+
+@pytest.mark.parametrize(
+    ("medicine", "counted"),
+    [
+        (
+            {"medicationCodeableConcept": {"coding": [{"system": SNOMED, "code": "387173000"}]}},
+            True,
+        ),
+        (_BUVIDAL, True),
+        # The same code in another system is not buprenorphine.
+        (
+            {"medicationCodeableConcept": {"coding": [{"system": "urn:x", "code": "387173000"}]}},
+            False,
+        ),
+        # A Medication elsewhere cannot be followed (Waymark does not serve Medication).
+        ({"medicationReference": {"reference": "Medication/buvidal"}}, False),
+    ],
+)
+async def test_opioid_substitution_is_read_from_codes_and_contained_medications(
+    client: httpx.AsyncClient, clock: FrozenClock, medicine: dict[str, Any], counted: bool
+) -> None:
+    assert (await _set_gate(client, SOLWAY_GATE, ost=True)).status_code == 200
+    patient_id = await new_patient(client)
+    made = await client.post(
+        "/MedicationStatement", json=_ost_record(patient_id, **medicine), headers=FHIR_JSON
+    )
+    assert made.status_code == 201, made.text
+    created = (await _refer(client, patient_id, "solway-dat", "solway-psy", "psychology")).json()
+    assert (await _task(client, created))["status"] == ("on-hold" if counted else "requested")
+
+
+async def test_stopping_opioid_substitution_releases_a_gate_that_counts_it(
+    client: httpx.AsyncClient, clock: FrozenClock
+) -> None:
+    assert (await _set_gate(client, SOLWAY_GATE, ost=True)).status_code == 200
+    patient_id = await new_patient(client)
+    made = await client.post(
+        "/MedicationStatement", json=_ost_record(patient_id, **_BUVIDAL), headers=FHIR_JSON
+    )
+    created = (await _refer(client, patient_id, "solway-dat", "solway-psy", "psychology")).json()
+    assert (await _task(client, created))["status"] == "on-hold"
+    stopped = {**made.json(), "status": "stopped"}
+    written = await client.put(
+        f"/MedicationStatement/{stopped['id']}", json=stopped, headers=FHIR_JSON
+    )
+    assert written.status_code == 200
+    task = await _task(client, created)
+    assert (task["status"], task["businessStatus"]["coding"][0]["code"]) == (
+        "requested",
+        "awaiting-triage",
+    )
+    [issue] = await _issues(client, created["id"])
+    assert issue["mitigation"][0]["action"]["text"] == "Released: the gate is now met"
