@@ -31,6 +31,12 @@ async def reevaluate_referral(
     held = await repository.held(service_request_id, skip_locked=skip_locked)
     if not held:
         return False
+    row = await ReferralRepository(store.repo.conn).by_service_request(service_request_id)
+    if row is not None and not row.open:
+        # Closed while held before holds were closed with their referral: close them now
+        # rather than "release" a closed referral.
+        await close_holds(store, service_request_id)
+        return False
     outcomes = await _outcomes_now(store, service_request_id)
     if outcomes is None:
         return False

@@ -34,18 +34,8 @@ async def override_phase_two(
 ) -> dict[str, Any]:
     stored = await store.read("CarePlan", care_plan_id)
     plan = orjson.loads(stored.content or b"{}")
-    patient_id = reference_id(plan.get("subject"), "Patient")
-    phase_two = phase_statuses(plan).get("phase-2")
-    if not is_pathway_plan(plan) or patient_id is None or phase_two is None:
-        raise BusinessRuleViolation(
-            f"CarePlan/{care_plan_id} is not a pathway CarePlan with a phase-2 activity"
-        )
+    patient_id, phase_two = _phase_two(plan, care_plan_id)
     gate = await _phase_gate(store, gate_code)
-    if phase_two.get("status") in STARTED:
-        raise BusinessRuleViolation(
-            f"Phase 2 on CarePlan/{care_plan_id} is {phase_two['status']} already",
-            expression=("CarePlan.activity.detail.status",),
-        )
     missing = await phase_one_missing(store, patient_id)
     if missing is None:
         raise BusinessRuleViolation(
@@ -84,6 +74,22 @@ async def override_phase_two(
             {"name": "phase2", "valueCode": "in-progress"},
         ],
     }
+
+
+def _phase_two(plan: dict[str, Any], care_plan_id: str) -> tuple[str, dict[str, Any]]:
+    """The plan's person and its phase-2 activity's detail, which must not have started."""
+    patient_id = reference_id(plan.get("subject"), "Patient")
+    phase_two = phase_statuses(plan).get("phase-2")
+    if not is_pathway_plan(plan) or patient_id is None or phase_two is None:
+        raise BusinessRuleViolation(
+            f"CarePlan/{care_plan_id} is not a pathway CarePlan with a phase-2 activity"
+        )
+    if phase_two.get("status") in STARTED:
+        raise BusinessRuleViolation(
+            f"Phase 2 on CarePlan/{care_plan_id} is {phase_two['status']} already",
+            expression=("CarePlan.activity.detail.status",),
+        )
+    return patient_id, phase_two
 
 
 async def _phase_gate(store: FhirStore, gate_code: str) -> Any:

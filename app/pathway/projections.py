@@ -157,6 +157,26 @@ async def _rebuild_gate_decisions(
         for code in codes(issue.get("code", {}), GATE_ID)
     }
     referral = {"service_request_id": request["id"], "task_id": task_id, "patient_id": patient_id}
+    rows = _evaluation_rows(request, referral, issues, evaluated_at)
+    for code, issue in issues.items():
+        gate_id = next(
+            str(found)
+            for ref in issue.get("implicated", [])
+            if (found := reference_id(ref, "PlanDefinition")) is not None
+        )
+        for seq, entry in enumerate(log_of(issue), start=1):
+            rows.setdefault(gate_id, []).append(
+                _logged_row(referral, gate_id, code, seq, entry, issue["id"])
+            )
+    for decisions in rows.values():
+        for position, values in enumerate(decisions):
+            await repository.add(**values, current=position == len(decisions) - 1)
+
+
+def _evaluation_rows(
+    request: dict[str, Any], referral: dict[str, str], issues: dict[str, Any], at: Any
+) -> dict[str, list[dict[str, Any]]]:
+    """The first row of each gate: its evaluation when the referral was made."""
     rows: dict[str, list[dict[str, Any]]] = {}
     for extension in request.get("extension", []):
         if extension.get("url") != GATE_EVALUATION:
@@ -176,7 +196,7 @@ async def _rebuild_gate_decisions(
                 "action": "held" if holding else "evaluated",
                 "mode": parts["mode"],
                 "outcome": parts["outcome"],
-                "at": evaluated_at,
+                "at": at,
                 "held": holding,
                 "released_at": None,
                 "released_by": None,
@@ -185,19 +205,7 @@ async def _rebuild_gate_decisions(
                 "detected_issue_id": issue["id"] if issue else None,
             }
         ]
-    for code, issue in issues.items():
-        gate_id = next(
-            str(found)
-            for ref in issue.get("implicated", [])
-            if (found := reference_id(ref, "PlanDefinition")) is not None
-        )
-        for seq, entry in enumerate(log_of(issue), start=1):
-            rows.setdefault(gate_id, []).append(
-                _logged_row(referral, gate_id, code, seq, entry, issue["id"])
-            )
-    for decisions in rows.values():
-        for position, values in enumerate(decisions):
-            await repository.add(**values, current=position == len(decisions) - 1)
+    return rows
 
 
 def _parts(extension: dict[str, Any]) -> dict[str, Any]:

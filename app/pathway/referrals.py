@@ -129,33 +129,8 @@ async def _accept_new_referral(event: WriteEvent) -> None:
         )
     to_service = await receiving_service(store, document["performer"][0])
     from_service = await sending_service(store, document.get("requester"))
-    allowed = await routes(store)
-    if not allowed.allows(from_service.kind, to_service.kind):
-        raise BusinessRuleViolation(
-            f"The pathway has no route from a '{from_service.kind}' service to a "
-            f"'{to_service.kind}' service ({from_service.name} to {to_service.name}); the "
-            "routes are the referral-routes PlanDefinition",
-            expression=("ServiceRequest.performer[0]",),
-        )
-    liberation = _liberation_date(document)
-    if (from_service.kind, to_service.kind) in allowed.needs_liberation_date and not liberation:
-        raise BusinessRuleViolation(
-            f"A referral from a '{from_service.kind}' service to a '{to_service.kind}' service "
-            f"(throughcare) needs the person's liberation date (extension {LIBERATION_DATE})",
-            expression=("ServiceRequest.extension",),
-        )
-    # Two creates racing for the same person and service must not both find no open
-    # referral: serialise them (PostgreSQL; SQLite writers run one at a time anyway).
-    await store.repo.lock(f"open-referral|{patient_id}|{to_service.id}")
-    duplicate = await _repository(store).open_referral(
-        patient_id=patient_id, to_service_id=to_service.id
-    )
-    if duplicate is not None:
-        raise BusinessRuleViolation(
-            f"Patient/{patient_id} already has an open referral to {to_service.name}: "
-            f"ServiceRequest/{duplicate}; follow that one, or close it first",
-            expression=("ServiceRequest.performer[0]",),
-        )
+    liberation = await _check_route(store, document, from_service, to_service)
+    await _refuse_duplicate(store, patient_id, to_service)
     service = await store.current("HealthcareService", to_service.id)
     assert service is not None
     outcomes = await evaluate_gates(
@@ -187,6 +162,44 @@ async def _accept_new_referral(event: WriteEvent) -> None:
         liberation=liberation,
         gates=outcomes,
     )
+
+
+async def _check_route(
+    store: FhirStore, document: dict[str, Any], from_service: Service, to_service: Service
+) -> date | None:
+    """Refuse a route the pathway does not have, or throughcare without its liberation date;
+    the liberation date, when given."""
+    allowed = await routes(store)
+    if not allowed.allows(from_service.kind, to_service.kind):
+        raise BusinessRuleViolation(
+            f"The pathway has no route from a '{from_service.kind}' service to a "
+            f"'{to_service.kind}' service ({from_service.name} to {to_service.name}); the "
+            "routes are the referral-routes PlanDefinition",
+            expression=("ServiceRequest.performer[0]",),
+        )
+    liberation = _liberation_date(document)
+    if (from_service.kind, to_service.kind) in allowed.needs_liberation_date and not liberation:
+        raise BusinessRuleViolation(
+            f"A referral from a '{from_service.kind}' service to a '{to_service.kind}' service "
+            f"(throughcare) needs the person's liberation date (extension {LIBERATION_DATE})",
+            expression=("ServiceRequest.extension",),
+        )
+    return liberation
+
+
+async def _refuse_duplicate(store: FhirStore, patient_id: str, to_service: Service) -> None:
+    # Two creates racing for the same person and service must not both find no open
+    # referral: serialise them (PostgreSQL; SQLite writers run one at a time anyway).
+    await store.repo.lock(f"open-referral|{patient_id}|{to_service.id}")
+    duplicate = await _repository(store).open_referral(
+        patient_id=patient_id, to_service_id=to_service.id
+    )
+    if duplicate is not None:
+        raise BusinessRuleViolation(
+            f"Patient/{patient_id} already has an open referral to {to_service.name}: "
+            f"ServiceRequest/{duplicate}; follow that one, or close it first",
+            expression=("ServiceRequest.performer[0]",),
+        )
 
 
 async def _after_service_request(event: WriteEvent) -> None:
