@@ -399,7 +399,7 @@ def gates_reevaluate(
     Idempotent, and safe to run from a scheduler on several replicas at once: each referral is
     locked while it is looked at, and one another run holds is skipped (PostgreSQL).
     """
-    from app.pathway.gate_rules import reevaluate_held
+    from app.pathway.gate_release import reevaluate_held
 
     released = looked = 0
     after = ""

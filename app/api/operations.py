@@ -25,11 +25,13 @@ _PARAMETERS = {
     name="referral-timeline",
     summary="A referral's timeline (every change of its Task) and its waiting clock",
     description=(
-        "Answers a Parameters resource: `referral`, `task`, `status`, `open`, one `event` per "
-        "change of the Task's status or business state (`at`, `from`, `to`, `businessStatus`, "
-        "`reason`, `pausesClock`, `who`), and `clock` (`started`: the service has the "
-        "referral; `stopped`: first treatment; `waitedDays`, `pausedDays` on hold for reasons "
-        "the person owns, `waitedWithoutPausesDays`, `stillWaiting`). Needs read access to "
+        "Answers a Parameters resource: `referral`, `task`, `status`, `open`, `liberationDate` "
+        "(throughcare), one `event` per change of the Task's status or business state (`at`, "
+        "`from`, `to`, `businessStatus`, `reason`, `pausesClock`, `who`), and `clock` "
+        "(`referred`; `started`: the service has the referral; `stopped`: first treatment or "
+        "closure without it, `endedBy` saying which; `waitedDays`, `pausedDays` on hold for "
+        "reasons the person owns, `waitedWithoutPausesDays`, `daysSinceReferral` from the "
+        "referral itself, `daysHeldByGates`, `stillWaiting`). Needs read access to "
         "ServiceRequest and Task. Defined by OperationDefinition/referral-timeline."
     ),
     responses=edge.responses({200: "The timeline, as Parameters"}, _PARAMETERS),
@@ -106,7 +108,9 @@ async def service_gates(
         "DetectedIssue's code) and `reason` (valueString). Needs the scope "
         "`waymark/gate.override` and system/Task.u. The DetectedIssue gets a mitigation naming "
         "the client, time and reason; when no other gate holds the referral its Task goes back "
-        "to requested. Defined by OperationDefinition/override-gate."
+        "to requested. The phase gate may also be overridden on trauma-focussed work it does "
+        "not hold (referred while the gate was suspended, or before phase 1 was reopened), so "
+        "that the Task may start. Defined by OperationDefinition/override-gate."
     ),
     responses=edge.responses({200: "What was released, as Parameters"}, _PARAMETERS, 422),
     openapi_extra=edge.request_body(_PARAMETERS),
@@ -124,19 +128,52 @@ async def override_gate(
     return Response(orjson.dumps(body), media_type=media)
 
 
+@router.post(
+    "/CarePlan/{resource_id}/$override-gate",
+    name="override-phase-gate",
+    summary="Start phase 2 before phase 1 is complete, recording who, when and why",
+    description=(
+        "Body: a Parameters resource with `gate` (valueCode: the phase gate's code) and "
+        "`reason` (valueString). Needs the scope `waymark/gate.override` and "
+        "system/CarePlan.u. Records the override on a DetectedIssue (implicated: the CarePlan "
+        "and the gate; mitigation: the client, time and reason) and puts the phase-2 activity "
+        "in progress, with the `phase-gate-override` extension naming that DetectedIssue. "
+        "Refused with 422 when phase 1 is complete (no override is needed) or phase 2 has "
+        "started. Defined by OperationDefinition/override-gate."
+    ),
+    responses=edge.responses({200: "What was overridden, as Parameters"}, _PARAMETERS, 422),
+    openapi_extra=edge.request_body(_PARAMETERS),
+)
+async def override_phase_gate(
+    request: Request,
+    resource_id: Annotated[str, Path(description="The person's pathway CarePlan id")],
+) -> Response:
+    from app.pathway.gate_operations import override_phase_gate as override
+
+    media = edge.media(request)
+    document = await edge.json_body(request)
+    async with audited_store(request, write=True) as store:
+        body = await override(store, resource_id, document, principal=request.state.audit.principal)
+    return Response(orjson.dumps(body), media_type=media)
+
+
 @router.get(
     "/Patient/{resource_id}/$pathway",
     name="pathway",
     summary="Where a person is on their pathway, in one call",
     description=(
-        "Answers a Parameters resource: `patient`; `carePlan`, `currentPhase` and one `phase` "
-        "per activity (code, status) of the active pathway CarePlan; `readinessReview` (the "
-        "latest: review, value, date); one `referral` per open referral (referral, task, to, "
-        "status, businessStatus, waitedDays, waitedWithoutPausesDays); one `gate` per gate "
-        "decision (referral, gate, kind, mode, outcome, holding, releasedBy); one `overdue` per "
-        "item past due (kind `held-over-90-days` or `phase-1-without-review`, item, since); and "
-        "`omitted`, naming what the token may not read and so was left out. Defined by "
-        "OperationDefinition/pathway."
+        "Answers a Parameters resource: `patient`; `carePlan`, `currentPhase`, "
+        "`currentPhaseStatus`, one `phase` per activity (code, status), `phase1Complete` and "
+        "`phase1Missing`, one `phaseEvent` per change of a phase (phase, at, from, to, reason, "
+        "who); `readinessReview` (the latest that stands: review, value, date); one "
+        "`sharedCare` per shared-care episode (episode, practice, lastReview, reviewDue); one "
+        "`referral` per open referral (referral, task, to, status, businessStatus, "
+        "liberationDate, waitedDays, waitedWithoutPausesDays, daysSinceReferral, "
+        "daysHeldByGates); one `gate` per gate evaluated on them, as it stands now (referral, "
+        "gate, kind, mode, outcome, holding, decision, releasedBy); one `overdue` per item "
+        "past due (kind `held-over-90-days`, `phase-1-without-review` or `shared-care-review`, "
+        "item, since); and `omitted`, naming what the token may not read and so was left out. "
+        "Defined by OperationDefinition/pathway."
     ),
     responses=edge.responses({200: "The pathway, as Parameters"}, _PARAMETERS),
 )

@@ -10,9 +10,10 @@ from app.fhir.hooks import WriteHooks
 
 def hooks() -> WriteHooks:
     """The write hooks of every pathway rule."""
-    from app.pathway import phases, referrals
+    from app.pathway import phase_rules, referrals, shared_care
 
     installed = WriteHooks()
     referrals.install(installed)
-    phases.install(installed)
+    phase_rules.install(installed)
+    shared_care.install(installed)
     return installed

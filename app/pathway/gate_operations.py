@@ -10,7 +10,9 @@ import orjson
 from app.fhir.errors import Forbidden, InvalidRequest, NotFound
 from app.fhir.store import FhirStore
 from app.pathway.codes import reference_id
-from app.pathway.gate_rules import evaluate_gates, gates_guarding, override
+from app.pathway.gate_release import override
+from app.pathway.gate_rules import evaluate_gates, gates_guarding
+from app.pathway.phase_override import override_phase_two
 from app.pathway.repository import ReferralRepository
 from app.security.principal import Principal
 from app.security.scopes import GATE_OVERRIDE_SCOPE
@@ -71,11 +73,35 @@ async def gates_of_service(store: FhirStore, service_id: str, *, base_url: str) 
 async def override_gate(
     store: FhirStore, task_id: str, parameters: Any, *, principal: Principal | None
 ) -> dict[str, Any]:
+    """$override-gate on a referral's Task."""
+    client_id = _may_override(principal, "Task")
+    store.access.authorise("update", "Task", task_id)
+    gate, reason = _gate_and_reason(parameters)
+    return await override(store, task_id, gate_code=gate, reason=reason, client_id=client_id)
+
+
+async def override_phase_gate(
+    store: FhirStore, care_plan_id: str, parameters: Any, *, principal: Principal | None
+) -> dict[str, Any]:
+    """$override-gate on a pathway CarePlan: phase 2 starts before phase 1 is complete."""
+    client_id = _may_override(principal, "CarePlan")
+    store.access.authorise("update", "CarePlan", care_plan_id)
+    gate, reason = _gate_and_reason(parameters)
+    return await override_phase_two(
+        store, care_plan_id, gate_code=gate, reason=reason, client_id=client_id
+    )
+
+
+def _may_override(principal: Principal | None, resource_type: str) -> str:
     if principal is None or GATE_OVERRIDE_SCOPE not in principal.scopes:
         raise Forbidden(
-            f"Overriding a gate needs the scope {GATE_OVERRIDE_SCOPE} (and system/Task.u)"
+            f"Overriding a gate needs the scope {GATE_OVERRIDE_SCOPE} "
+            f"(and system/{resource_type}.u)"
         )
-    store.access.authorise("update", "Task", task_id)
+    return principal.client_id
+
+
+def _gate_and_reason(parameters: Any) -> tuple[str, str]:
     values = _parameters(parameters)
     gate, reason = values.get("gate"), values.get("reason")
     if not gate or not reason or not reason.strip():
@@ -84,9 +110,7 @@ async def override_gate(
             "(valueString, saying why)",
             expression=("Parameters.parameter",),
         )
-    return await override(
-        store, task_id, gate_code=gate, reason=reason.strip(), client_id=principal.client_id
-    )
+    return gate, reason.strip()
 
 
 def _parameters(document: Any) -> dict[str, str]:

@@ -1,29 +1,23 @@
-"""Gates acting on referrals: evaluated when a referral is made, held or let through as the
-gate's mode says, re-evaluated when evidence arrives or time passes, released or overridden.
+"""Gates acting on referrals: their definitions checked, the gates of a service found, and
+their evaluation for a person (what a referral records of it, and whether it holds).
 
-A held referral is never dropped: its Task is on hold (businessStatus held-by-gate) with a
-DetectedIssue naming the gate, until evidence, a change of the gate's mode, or a recorded
-override releases it.
+What happens to a hold afterwards is in ``gate_release``; the record of each decision in
+``gate_records``.
 """
 
 from __future__ import annotations
 
-from datetime import date, datetime
+from datetime import date
 from typing import Any
 
-import orjson
-
-from app.canonical import WAYMARK
-from app.fhir.errors import BusinessRuleViolation, Issue
-from app.fhir.resources import instant
 from app.fhir.store import FhirStore
-from app.pathway.codes import HOLD_REASON, REFERRAL_STATE, coding, reference_id
+from app.pathway.codes import HOLD_REASON, coding
+from app.pathway.gate_records import GATE_EVALUATION
 from app.pathway.gates import (
     GATE_EVIDENCE,
-    GATE_ID,
     GATE_KIND,
-    GATE_MODE,
     GATE_SUBSTANCES,
+    KINDS,
     OPIOID_SUBSTITUTION,
     Gate,
     Outcome,
@@ -32,10 +26,7 @@ from app.pathway.gates import (
     gate_from,
     is_gate,
 )
-from app.pathway.repository import GateRepository
 
-GATE_EVALUATION = f"{WAYMARK}/StructureDefinition/gate-evaluation"
-RELEASED_BY = f"{WAYMARK}/StructureDefinition/gate-released-by"
 _EVIDENCE_CODES = f"{GATE_EVIDENCE}|last-use-date,{GATE_EVIDENCE}|use-days-past-28"
 
 
@@ -55,7 +46,7 @@ async def gates_guarding(
     plans = await store.find(
         "PlanDefinition",
         [
-            ("type", f"{GATE_KIND}|abstinence,{GATE_KIND}|phase,{GATE_KIND}|other"),
+            ("type", ",".join(f"{GATE_KIND}|{kind}" for kind in KINDS)),
             ("status", "active"),
         ],
         count=500,
@@ -66,6 +57,17 @@ async def gates_guarding(
         if gate.guards(service):
             found.append((gate, plan))
     return found
+
+
+async def value_set_members(store: FhirStore, url: str) -> frozenset[tuple[str | None, str]]:
+    """The (system, code) pairs a ValueSet's compose includes by enumeration."""
+    sets = await store.find("ValueSet", [("url", url)], count=1)
+    return frozenset(
+        (include.get("system"), str(concept["code"]))
+        for value_set in sets
+        for include in value_set.get("compose", {}).get("include", [])
+        for concept in include.get("concept", [])
+    )
 
 
 async def value_set_codes(store: FhirStore, url: str) -> frozenset[str]:
@@ -110,9 +112,9 @@ async def evaluate_gates(
     subject = [("subject", f"Patient/{patient_id}")]
     observations = await store.find("Observation", [*subject, ("code", _EVIDENCE_CODES)], count=500)
     medications: list[dict[str, Any]] = []
-    ost_codes: frozenset[str] = frozenset()
+    ost_codes: frozenset[tuple[str | None, str]] = frozenset()
     if any(g.ost_counts for g in abstinence):
-        ost_codes = await value_set_codes(store, OPIOID_SUBSTITUTION)
+        ost_codes = await value_set_members(store, OPIOID_SUBSTITUTION)
         for resource_type in ("MedicationStatement", "MedicationRequest"):
             medications += await store.find(
                 resource_type, [*subject, ("status", "active")], count=500
@@ -131,13 +133,7 @@ async def _phase_outcome(store: FhirStore, gate: Gate, patient_id: str, today: d
 
 
 async def in_value_set(store: FhirStore, concept: Any, url: str) -> bool:
-    sets = await store.find("ValueSet", [("url", url)], count=1)
-    members = {
-        (include.get("system"), concept_["code"])
-        for value_set in sets
-        for include in value_set.get("compose", {}).get("include", [])
-        for concept_ in include.get("concept", [])
-    }
+    members = await value_set_members(store, url)
     given = {
         (c.get("system"), c.get("code"))
         for c in (concept or {}).get("coding", [])
@@ -173,227 +169,3 @@ def hold_reason(held: list[Outcome]) -> dict[str, Any]:
         "coding": [coding(HOLD_REASON, "gate-not-met", "Entry criterion not met")],
         "text": "Held by " + "; ".join(f"{o.gate.title} ({o.detail})" for o in held),
     }
-
-
-async def record_decisions(
-    store: FhirStore,
-    *,
-    outcomes: list[Outcome],
-    service_request_id: str,
-    task_id: str,
-    patient_id: str,
-    at: datetime,
-) -> None:
-    """A decision row per gate, and a DetectedIssue per gate not met that acts (enforced: the
-    hold; advisory: the warning, also returned to the caller)."""
-    repository = GateRepository(store.repo.conn)
-    for outcome in outcomes:
-        issue_id = None
-        if outcome.outcome != "met" and outcome.gate.mode in ("enforced", "advisory"):
-            issue = detected_issue(outcome, service_request_id, patient_id, at)
-            stored = await store.as_server().create(issue, resource_type="DetectedIssue")
-            issue_id = stored.stored.id
-            if outcome.gate.mode == "advisory":
-                store.warnings.append(
-                    Issue(
-                        "business-rule",
-                        f"Advisory gate not met: {outcome.gate.title}. {outcome.detail} "
-                        f"Recorded as DetectedIssue/{issue_id}; the referral goes ahead.",
-                        severity="warning",
-                    )
-                )
-        await repository.add(
-            service_request_id=service_request_id,
-            gate_id=outcome.gate.id,
-            task_id=task_id,
-            patient_id=patient_id,
-            gate_code=outcome.gate.code,
-            gate_kind=outcome.gate.kind,
-            mode=outcome.gate.mode,
-            outcome=outcome.outcome,
-            evaluated_at=at,
-            held=outcome.gate.mode == "enforced" and outcome.outcome != "met",
-            released_at=None,
-            released_by=None,
-            detected_issue_id=issue_id,
-        )
-
-
-def detected_issue(
-    outcome: Outcome, service_request_id: str, patient_id: str, at: datetime
-) -> dict[str, Any]:
-    words = outcome.detail
-    if outcome.met_on is not None:
-        words += f" If nothing changes it is met on {outcome.met_on.isoformat()}."
-    enforced = outcome.gate.mode == "enforced"
-    words += (
-        " The referral is held until the gate is met or overridden."
-        if enforced
-        else " The gate is advisory: the referral goes ahead."
-    )
-    issue: dict[str, Any] = {
-        "resourceType": "DetectedIssue",
-        "extension": [
-            {"url": GATE_MODE, "valueCode": outcome.gate.mode},
-            {"url": f"{WAYMARK}/StructureDefinition/gate-outcome", "valueCode": outcome.outcome},
-        ],
-        "status": "final",
-        "code": {
-            "coding": [
-                {"system": GATE_ID, "code": outcome.gate.code, "display": outcome.gate.title}
-            ]
-        },
-        "severity": "high" if enforced else "low",
-        "patient": {"reference": f"Patient/{patient_id}"},
-        "identifiedDateTime": instant(at),
-        "implicated": [
-            {"reference": f"ServiceRequest/{service_request_id}"},
-            {"reference": f"PlanDefinition/{outcome.gate.id}"},
-        ],
-        "detail": words,
-    }
-    if outcome.evidence:
-        issue["evidence"] = [{"detail": [{"reference": ref} for ref in outcome.evidence]}]
-    return issue
-
-
-# -- release ---------------------------------------------------------------------------------
-
-
-async def reevaluate_referral(
-    store: FhirStore, service_request_id: str, *, skip_locked: bool = False
-) -> bool:
-    """Release the referral's holds whose gates are now met (or no longer enforced); release
-    the referral when none is left. True when the referral was released."""
-    repository = GateRepository(store.repo.conn)
-    held = await repository.held(service_request_id, skip_locked=skip_locked)
-    if not held:
-        return False
-    patient_id, task_id = held[0].patient_id, held[0].task_id
-    request = await store.current("ServiceRequest", service_request_id)
-    performer = (request or {}).get("performer", [{}])[0]
-    service_id = reference_id(performer, "HealthcareService")
-    service = await store.current("HealthcareService", service_id) if service_id else None
-    if service is None:
-        return False
-    now = store.clock()
-    outcomes = {
-        o.gate.id: o
-        for o in await evaluate_gates(
-            store,
-            patient_id=patient_id,
-            service=service,
-            today=now.date(),
-            referral_code=(request or {}).get("code"),
-        )
-    }
-    released_all = True
-    for row in held:
-        outcome = outcomes.get(row.gate_id)
-        if outcome is None or outcome.gate.mode != "enforced":
-            by = "mode"  # the gate was suspended, made advisory, retired or no longer guards it
-        elif outcome.outcome == "met":
-            by = "evidence"
-        else:
-            released_all = False
-            continue
-        await repository.release(service_request_id, row.gate_id, at=now, by=by)
-        if row.detected_issue_id:
-            await _mitigate(
-                store,
-                row.detected_issue_id,
-                at=now,
-                by=by,
-                text="Released: the gate is now met"
-                if by == "evidence"
-                else "Released: the gate is no longer enforced on this service",
-            )
-    if released_all:
-        await release_task(store.as_server(), task_id)
-    return released_all
-
-
-async def release_task(store: FhirStore, task_id: str) -> None:
-    """Put a held referral's Task back to requested, through ``store`` (the server's own, or
-    the caller's for an override, so that the release is authorised and audited as theirs)."""
-    task = await store.current("Task", task_id)
-    if task is None or task.get("status") != "on-hold":
-        return
-    task["status"] = "requested"
-    task["businessStatus"] = {
-        "coding": [coding(REFERRAL_STATE, "awaiting-triage", "Awaiting triage")]
-    }
-    task.pop("statusReason", None)
-    await store.update("Task", task_id, task)
-
-
-async def override(
-    store: FhirStore, task_id: str, *, gate_code: str, reason: str, client_id: str
-) -> dict[str, Any]:
-    """Release a held referral from one gate, recording who, when and why."""
-    task = await store.read("Task", task_id)  # the caller must be allowed to read it
-    focus = orjson.loads(task.content or b"{}").get("focus")
-    request_id = reference_id(focus, "ServiceRequest")
-    repository = GateRepository(store.repo.conn)
-    held = [r for r in await repository.held(request_id or "") if r.gate_code == gate_code]
-    if request_id is None or not held:
-        raise BusinessRuleViolation(
-            f"Task/{task_id} is not held by a gate with code '{gate_code}'",
-            expression=("Parameters.parameter[gate]",),
-        )
-    now = store.clock()
-    row = held[0]
-    await repository.release(request_id, row.gate_id, at=now, by="override")
-    if row.detected_issue_id:
-        await _mitigate(
-            store,
-            row.detected_issue_id,
-            at=now,
-            by="override",
-            text=f"Overridden by client {client_id}: {reason}",
-        )
-    if not await repository.held(request_id):
-        await release_task(store, task_id)
-    return {
-        "resourceType": "Parameters",
-        "parameter": [
-            {"name": "task", "valueReference": {"reference": f"Task/{task_id}"}},
-            {"name": "gate", "valueCode": gate_code},
-            {"name": "released", "valueBoolean": not await repository.held(request_id)},
-        ],
-    }
-
-
-async def _mitigate(store: FhirStore, issue_id: str, *, at: datetime, by: str, text: str) -> None:
-    issue = await store.current("DetectedIssue", issue_id)
-    if issue is None:
-        return
-    issue.setdefault("mitigation", []).append(
-        {
-            "extension": [{"url": RELEASED_BY, "valueCode": by}],
-            "action": {"text": text},
-            "date": instant(at),
-        }
-    )
-    await store.as_server().update("DetectedIssue", issue_id, issue)
-
-
-async def reevaluate_patient(store: FhirStore, patient_id: str) -> None:
-    """New evidence or a phase change for a person: re-evaluate the gates holding their
-    referrals."""
-    repository = GateRepository(store.repo.conn)
-    for service_request_id in await repository.held_referrals_of(patient_id):
-        await reevaluate_referral(store, service_request_id)
-
-
-async def reevaluate_held(
-    store: FhirStore, *, after: str, limit: int
-) -> tuple[int, int, str | None]:
-    """One batch of ``waymark gates reevaluate``: (looked at, released, the last id, or None
-    when there are no more). Reads only the held referrals, in id order."""
-    batch = await GateRepository(store.repo.conn).held_referrals(after=after, limit=limit)
-    released = 0
-    for service_request_id in batch:
-        if await reevaluate_referral(store, service_request_id, skip_locked=True):
-            released += 1
-    return len(batch), released, batch[-1] if len(batch) == limit else None

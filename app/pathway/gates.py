@@ -31,6 +31,8 @@ GATE_SUBSTANCES = f"{WAYMARK}/ValueSet/gate-substance"
 OPIOID_SUBSTITUTION = f"{WAYMARK}/ValueSet/opioid-substitution"
 SERVICE_ID = f"{WAYMARK}/Id/service"
 MODES = ("enforced", "advisory", "suspended")
+#: The gate kinds Waymark has a rule for (CodeSystem gate-kind also has 'other', refused).
+KINDS = ("abstinence", "phase")
 _UNITS = {"d": "days", "wk": "weeks", "mo": "months", "a": "years"}
 
 
@@ -89,7 +91,7 @@ def is_gate(plan: dict[str, Any]) -> bool:
 def gate_from(plan: dict[str, Any], *, known_substances: frozenset[str] | None = None) -> Gate:
     """The gate a PlanDefinition defines; 422 naming the element when it is not a usable
     gate (unknown mode or substance, a period that is not positive)."""
-    kind = codes(plan.get("type", {}), GATE_KIND)[0]
+    kind = _kind(plan)
     extensions = plan.get("extension", [])
     modes = [(i, e.get("valueCode")) for i, e in enumerate(extensions) if e.get("url") == GATE_MODE]
     if len(modes) != 1 or modes[0][1] not in MODES:
@@ -131,7 +133,44 @@ def gate_from(plan: dict[str, Any], *, known_substances: frozenset[str] | None =
     for index, extension in enumerate(extensions):
         if extension.get("url") == GATE_ABSTINENCE:
             return _abstinence(gate, extension, index, known_substances)
+    if kind == "abstinence":
+        raise BusinessRuleViolation(
+            f"An abstinence gate carries its criterion in the {GATE_ABSTINENCE} extension "
+            "(substances and a period or the most days of use in 28)",
+            expression=("PlanDefinition.extension",),
+        )
     return gate
+
+
+def _kind(plan: dict[str, Any]) -> str:
+    """The gate's kind: one that Waymark evaluates, or 422 naming the coding."""
+    coded = [
+        (i, c.get("code"))
+        for i, c in enumerate((plan.get("type") or {}).get("coding", []))
+        if isinstance(c, dict) and c.get("system") == GATE_KIND
+    ]
+    if len(coded) != 1:
+        raise BusinessRuleViolation(
+            f"A gate has one kind ({GATE_KIND}) in PlanDefinition.type",
+            expression=("PlanDefinition.type",),
+        )
+    index, kind = coded[0]
+    where = (f"PlanDefinition.type.coding[{index}]",)
+    if kind == "other":
+        # A kind with no rule would be recorded and then never act: refuse it until one exists.
+        raise BusinessRuleViolation(
+            "Waymark has no rule to evaluate a gate of kind 'other' yet, so it would never act "
+            "on a referral: state the criterion as an abstinence or a phase gate",
+            expression=where,
+        )
+    if kind not in KINDS:
+        raise BusinessRuleViolation(
+            f"'{kind}' is not a gate kind Waymark evaluates ({GATE_KIND}: "
+            + ", ".join(KINDS)
+            + ")",
+            expression=where,
+        )
+    return str(kind)
 
 
 def _abstinence(
@@ -155,9 +194,13 @@ def _abstinence(
         elif name == "minimum-abstinence":
             duration = part.get("valueDuration", {})
             value, unit = duration.get("value"), duration.get("code")
-            if not isinstance(value, int | float) or value <= 0 or unit not in _UNITS:
+            whole = isinstance(value, int | float) and not isinstance(value, bool)
+            if not whole or value <= 0 or value != int(value) or unit not in _UNITS:
+                # Months and years are counted by the calendar, so a fraction has no meaning
+                # (0.5 months would have become 0); a clinician writes 2 wk or 14 d instead.
                 raise BusinessRuleViolation(
-                    "The minimum abstinent period must be a positive Duration in d, wk, mo or a",
+                    "The minimum abstinent period must be a positive whole number of d, wk, mo "
+                    f"or a (UCUM code); {value!r} {unit!r} is not",
                     expression=(f"{where}.valueDuration",),
                 )
             minimum = (int(value), str(unit))
@@ -264,7 +307,7 @@ def add(start: date, value: int, unit: str) -> date:
 def evidence_from(
     observations: list[dict[str, Any]],
     medications: list[dict[str, Any]],
-    ost_codes: frozenset[str],
+    ost_codes: frozenset[tuple[str | None, str]],
 ) -> Evidence:
     """The latest evidence per substance, and the active opioid substitution records."""
     found = Evidence()
@@ -287,10 +330,34 @@ def evidence_from(
         elif kinds[0] == "use-days-past-28" and isinstance(observation.get("valueInteger"), int):
             found.use_days[substance] = (observation["valueInteger"], ref)
     for record in medications:
-        concept = record.get("medicationCodeableConcept", {})
-        if {c.get("code") for c in concept.get("coding", [])} & ost_codes:
+        if set(medication_codings(record)) & ost_codes:
             found.opioid_substitution.append(f"{record['resourceType']}/{record['id']}")
     return found
+
+
+def medication_codings(record: dict[str, Any]) -> list[tuple[str | None, str]]:
+    """The (system, code) pairs naming a medication record's medicine: its
+    medicationCodeableConcept, or the Medication its medicationReference names when that is
+    contained in the record: the Medication's code and its ingredients' codes, so that a
+    product coded by its dm+d code counts by its ingredient (buprenorphine in Buvidal).
+    A reference to a Medication elsewhere is not followed: Waymark does not serve Medication."""
+    concepts = [record.get("medicationCodeableConcept") or {}]
+    reference = (record.get("medicationReference") or {}).get("reference")
+    if isinstance(reference, str) and reference.startswith("#"):
+        for medication in record.get("contained", []):
+            if medication.get("resourceType") != "Medication":
+                continue
+            if medication.get("id") != reference[1:]:
+                continue
+            concepts.append(medication.get("code") or {})
+            for ingredient in medication.get("ingredient", []):
+                concepts.append(ingredient.get("itemCodeableConcept") or {})
+    return [
+        (c.get("system"), str(c["code"]))
+        for concept in concepts
+        for c in concept.get("coding", [])
+        if isinstance(c, dict) and c.get("code")
+    ]
 
 
 def _substance(observation: dict[str, Any]) -> str | None:

@@ -62,27 +62,36 @@ referral_event = Table(
     Index(None, "service_request_id"),
 )
 
-#: Every gate evaluated on a referral, and what became of it: held, released (by evidence,
-#: by a change of the gate's mode, or by an override), or only advised or recorded.
+#: Every gate decision on a referral, in order: the evaluation when it was made (seq 0), then
+#: each re-evaluation that changed the outcome or mode of a hold, each release (by evidence or a
+#: change of mode), override and closure. ``current`` marks the latest row of each (referral,
+#: gate), which says where the gate stands now: the current-state queries read only those.
+#: Rows are never changed, apart from ``current``; they are rebuilt from the referral's
+#: ServiceRequest (its gate-evaluation extensions) and its DetectedIssues' gate-decision log.
 gate_decision = Table(
     "gate_decision",
     Base.metadata,
     Column("service_request_id", Text, nullable=False),
     Column("gate_id", Text, nullable=False),  # the gate's PlanDefinition id
+    Column("seq", Integer, nullable=False),  # 0: the evaluation at referral; then 1, 2, ...
     Column("task_id", Text, nullable=False),
     Column("patient_id", Text, nullable=False),
     Column("gate_code", Text, nullable=False),
     Column("gate_kind", Text, nullable=False),
-    Column("mode", Text, nullable=False),  # as it was when evaluated
-    Column("outcome", Text, nullable=False),  # met | not-met | unknown, at evaluation
-    Column("evaluated_at", DateTime(timezone=True), nullable=False),
-    Column("held", Boolean, nullable=False),
-    Column("released_at", DateTime(timezone=True), nullable=True),
+    Column("action", Text, nullable=False),  # evaluated|held|reevaluated|released|overridden|closed
+    Column("mode", Text, nullable=False),  # as it was at this decision
+    Column("outcome", Text, nullable=False),  # met | not-met | unknown, at this decision
+    Column("at", DateTime(timezone=True), nullable=False),
+    Column("held", Boolean, nullable=False),  # the gate holds the referral after this row
+    Column("released_at", DateTime(timezone=True), nullable=True),  # released|overridden rows
     Column("released_by", Text, nullable=True),  # evidence | mode | override
+    Column("who", Text, nullable=True),  # the client that overrode (its URI)
+    Column("reason", Text, nullable=True),  # an override's reason
     Column("detected_issue_id", Text, nullable=True),
-    PrimaryKeyConstraint("service_request_id", "gate_id"),
-    Index(None, "patient_id", "held", "released_at"),
-    Index(None, "held", "released_at"),
+    Column("current", Boolean, nullable=False),
+    PrimaryKeyConstraint("service_request_id", "gate_id", "seq"),
+    Index(None, "current", "held", "service_request_id"),
+    Index(None, "patient_id", "current", "held"),
 )
 
 #: Every change of a phase's status on a person's pathway CarePlan, in order.

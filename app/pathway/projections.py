@@ -19,9 +19,10 @@ from app.pathway.codes import (
     reference_id,
 )
 from app.pathway.directory import service_from
-from app.pathway.gate_rules import GATE_EVALUATION, RELEASED_BY
+from app.pathway.gate_records import GATE_EVALUATION, log_of
 from app.pathway.gates import GATE_ID
-from app.pathway.phases import is_pathway_plan, phase_events
+from app.pathway.phase_rules import phase_events
+from app.pathway.phases import is_pathway_plan
 from app.pathway.referrals import clock_pausing_reasons, is_referral
 from app.pathway.repository import GateRepository, PhaseRepository, ReferralRepository
 from app.pathway.workflow import OPEN, timeline_event
@@ -146,8 +147,8 @@ async def _rebuild_gate_decisions(
     patient_id: str,
     evaluated_at: Any,
 ) -> None:
-    """The gate decisions of one referral: its evaluations (kept on the ServiceRequest) and
-    what its DetectedIssues' mitigations say of releases and overrides."""
+    """The gate decisions of one referral: its evaluations when it was made (kept on the
+    ServiceRequest), then each later decision from the log of the gate's DetectedIssue."""
     issues = {
         code: issue
         for issue in await store.find(
@@ -155,36 +156,87 @@ async def _rebuild_gate_decisions(
         )
         for code in codes(issue.get("code", {}), GATE_ID)
     }
+    referral = {"service_request_id": request["id"], "task_id": task_id, "patient_id": patient_id}
+    rows = _evaluation_rows(request, referral, issues, evaluated_at)
+    for code, issue in issues.items():
+        gate_id = next(
+            str(found)
+            for ref in issue.get("implicated", [])
+            if (found := reference_id(ref, "PlanDefinition")) is not None
+        )
+        for seq, entry in enumerate(log_of(issue), start=1):
+            rows.setdefault(gate_id, []).append(
+                _logged_row(referral, gate_id, code, seq, entry, issue["id"])
+            )
+    for decisions in rows.values():
+        for position, values in enumerate(decisions):
+            await repository.add(**values, current=position == len(decisions) - 1)
+
+
+def _evaluation_rows(
+    request: dict[str, Any], referral: dict[str, str], issues: dict[str, Any], at: Any
+) -> dict[str, list[dict[str, Any]]]:
+    """The first row of each gate: its evaluation when the referral was made."""
+    rows: dict[str, list[dict[str, Any]]] = {}
     for extension in request.get("extension", []):
         if extension.get("url") != GATE_EVALUATION:
             continue
-        parts = {
-            p["url"]: next(v for k, v in p.items() if k.startswith("value"))
-            for p in extension.get("extension", [])
-        }
-        gate_id = reference_id(parts["gate"], "PlanDefinition")
-        issue = issues.get(parts["code"])
-        released_at = released_by = None
-        for mitigation in (issue or {}).get("mitigation", []):
-            for note in mitigation.get("extension", []):
-                if note.get("url") == RELEASED_BY:
-                    released_by = note.get("valueCode")
-                    released_at = _at({"meta": {"lastUpdated": mitigation["date"]}})
-        await repository.add(
-            service_request_id=request["id"],
-            gate_id=gate_id,
-            task_id=task_id,
-            patient_id=patient_id,
-            gate_code=parts["code"],
-            gate_kind=parts["kind"],
-            mode=parts["mode"],
-            outcome=parts["outcome"],
-            evaluated_at=evaluated_at,
-            held=parts["mode"] == "enforced" and parts["outcome"] != "met",
-            released_at=released_at,
-            released_by=released_by,
-            detected_issue_id=issue["id"] if issue else None,
-        )
+        parts = _parts(extension)
+        gate_id = str(reference_id(parts["gate"], "PlanDefinition"))
+        acts = parts["mode"] in ("enforced", "advisory") and parts["outcome"] != "met"
+        holding = parts["mode"] == "enforced" and parts["outcome"] != "met"
+        issue = issues.get(parts["code"]) if acts else None
+        rows[gate_id] = [
+            {
+                **referral,
+                "gate_id": gate_id,
+                "seq": 0,
+                "gate_code": parts["code"],
+                "gate_kind": parts["kind"],
+                "action": "held" if holding else "evaluated",
+                "mode": parts["mode"],
+                "outcome": parts["outcome"],
+                "at": at,
+                "held": holding,
+                "released_at": None,
+                "released_by": None,
+                "who": None,
+                "reason": None,
+                "detected_issue_id": issue["id"] if issue else None,
+            }
+        ]
+    return rows
+
+
+def _parts(extension: dict[str, Any]) -> dict[str, Any]:
+    return {
+        p["url"]: next(v for k, v in p.items() if k.startswith("value"))
+        for p in extension.get("extension", [])
+    }
+
+
+def _logged_row(
+    referral: dict[str, str], gate_id: str, code: str, seq: int, entry: dict[str, Any], issue: str
+) -> dict[str, Any]:
+    at = _at({"meta": {"lastUpdated": entry["at"]}})
+    released = entry["action"] in ("released", "overridden")
+    return {
+        **referral,
+        "gate_id": gate_id,
+        "seq": seq,
+        "gate_code": code,
+        "gate_kind": entry["kind"],
+        "action": entry["action"],
+        "mode": entry["mode"],
+        "outcome": entry["outcome"],
+        "at": at,
+        "held": entry["held"],
+        "released_at": at if released else None,
+        "released_by": entry.get("releasedBy"),
+        "who": entry.get("who"),
+        "reason": entry.get("reason"),
+        "detected_issue_id": issue,
+    }
 
 
 async def _rebuild_phase_events(store: FhirStore) -> None:

@@ -28,24 +28,33 @@ from app.pathway.codes import (
     reference_id,
 )
 from app.pathway.directory import Service, receiving_service, routes, sending_service
+from app.pathway.gate_records import protect_gate_issues, record_decisions
+from app.pathway.gate_release import close_holds, reevaluate_patient
 from app.pathway.gate_rules import (
-    GATE_EVALUATION,
     check_gate_definition,
     evaluate_gates,
     evaluation_extensions,
     hold_reason,
     holds,
     in_value_set,
-    record_decisions,
-    reevaluate_patient,
 )
 from app.pathway.phases import TRAUMA_FOCUSSED_THERAPY, ensure_plan, phase_one_missing
+from app.pathway.referral_changes import (
+    FOLLOWS_TASK,
+    KEPT_BY_SERVER,
+    SR_OPEN,
+    check_new_referral,
+    check_referral_change,
+    refuse_becoming_a_referral,
+)
 from app.pathway.repository import GateRepository, ReferralRepository
-from app.pathway.workflow import OPEN, check_transition, timeline_event
-
-_SR_OPEN = frozenset({"draft", "active", "on-hold"})
-#: Extensions of a referral's ServiceRequest that only the server writes.
-_KEPT_BY_SERVER = (REFERRAL_TASK, REFERRING_SERVICE, GATE_EVALUATION)
+from app.pathway.workflow import (
+    CLOSING,
+    OPEN,
+    check_transition,
+    status_before_hold,
+    timeline_event,
+)
 
 
 def install(hooks: WriteHooks) -> None:
@@ -54,6 +63,7 @@ def install(hooks: WriteHooks) -> None:
     hooks.before("Task", _before_task)
     hooks.after("Task", _after_task)
     hooks.before("PlanDefinition", _before_plan)
+    hooks.before("DetectedIssue", protect_gate_issues)
     for evidence in ("Observation", "MedicationStatement", "MedicationRequest"):
         hooks.after(evidence, _evidence_written)
 
@@ -95,10 +105,16 @@ async def _before_service_request(event: WriteEvent) -> None:
             )
         return
     if existing is not None:
-        _check_referral_change(event.before or {}, event.after, existing)
+        check_referral_change(event.before or {}, event.after, existing)
         return
-    if event.before is None and is_referral(event.after):
-        await _accept_new_referral(event)
+    if not is_referral(event.after):
+        return
+    if event.before is not None:
+        if not is_referral(event.before):
+            refuse_becoming_a_referral()
+        return  # a referral made before these rules kept projections: left as it is
+    check_new_referral(event.after)
+    await _accept_new_referral(event)
 
 
 async def _accept_new_referral(event: WriteEvent) -> None:
@@ -113,30 +129,8 @@ async def _accept_new_referral(event: WriteEvent) -> None:
         )
     to_service = await receiving_service(store, document["performer"][0])
     from_service = await sending_service(store, document.get("requester"))
-    allowed = await routes(store)
-    if not allowed.allows(from_service.kind, to_service.kind):
-        raise BusinessRuleViolation(
-            f"The pathway has no route from a '{from_service.kind}' service to a "
-            f"'{to_service.kind}' service ({from_service.name} to {to_service.name}); the "
-            "routes are the referral-routes PlanDefinition",
-            expression=("ServiceRequest.performer[0]",),
-        )
-    liberation = _liberation_date(document)
-    if (from_service.kind, to_service.kind) in allowed.needs_liberation_date and not liberation:
-        raise BusinessRuleViolation(
-            f"A referral from a '{from_service.kind}' service to a '{to_service.kind}' service "
-            f"(throughcare) needs the person's liberation date (extension {LIBERATION_DATE})",
-            expression=("ServiceRequest.extension",),
-        )
-    duplicate = await _repository(store).open_referral(
-        patient_id=patient_id, to_service_id=to_service.id
-    )
-    if duplicate is not None:
-        raise BusinessRuleViolation(
-            f"Patient/{patient_id} already has an open referral to {to_service.name}: "
-            f"ServiceRequest/{duplicate}; follow that one, or close it first",
-            expression=("ServiceRequest.performer[0]",),
-        )
+    liberation = await _check_route(store, document, from_service, to_service)
+    await _refuse_duplicate(store, patient_id, to_service)
     service = await store.current("HealthcareService", to_service.id)
     assert service is not None
     outcomes = await evaluate_gates(
@@ -147,7 +141,7 @@ async def _accept_new_referral(event: WriteEvent) -> None:
         referral_code=document.get("code"),
     )
     task_id = str(uuid.uuid4())
-    extensions = [e for e in document.get("extension", []) if e.get("url") not in _KEPT_BY_SERVER]
+    extensions = [e for e in document.get("extension", []) if e.get("url") not in KEPT_BY_SERVER]
     extensions += evaluation_extensions(outcomes)
     extensions.append({"url": REFERRAL_TASK, "valueReference": {"reference": f"Task/{task_id}"}})
     extensions.append(
@@ -170,25 +164,41 @@ async def _accept_new_referral(event: WriteEvent) -> None:
     )
 
 
-def _check_referral_change(before: dict[str, Any], after: dict[str, Any], row: Any) -> None:
-    for element in ("subject", "performer", "requester", "category"):
-        if before.get(element) != after.get(element):
-            raise BusinessRuleViolation(
-                f"A referral's {element} cannot change; revoke it and refer again",
-                expression=(f"ServiceRequest.{element}",),
-            )
-    for url in _KEPT_BY_SERVER:
-        kept = [e for e in before.get("extension", []) if e.get("url") == url]
-        sent = [e for e in after.get("extension", []) if e.get("url") == url]
-        if kept != sent:
-            raise BusinessRuleViolation(
-                f"The extension {url} is kept by the server and cannot change",
-                expression=("ServiceRequest.extension",),
-            )
-    if after.get("status") == "completed" and before.get("status") != "completed" and row.open:
+async def _check_route(
+    store: FhirStore, document: dict[str, Any], from_service: Service, to_service: Service
+) -> date | None:
+    """Refuse a route the pathway does not have, or throughcare without its liberation date;
+    the liberation date, when given."""
+    allowed = await routes(store)
+    if not allowed.allows(from_service.kind, to_service.kind):
         raise BusinessRuleViolation(
-            f"Complete the referral's Task (Task/{row.task_id}); its ServiceRequest follows",
-            expression=("ServiceRequest.status",),
+            f"The pathway has no route from a '{from_service.kind}' service to a "
+            f"'{to_service.kind}' service ({from_service.name} to {to_service.name}); the "
+            "routes are the referral-routes PlanDefinition",
+            expression=("ServiceRequest.performer[0]",),
+        )
+    liberation = _liberation_date(document)
+    if (from_service.kind, to_service.kind) in allowed.needs_liberation_date and not liberation:
+        raise BusinessRuleViolation(
+            f"A referral from a '{from_service.kind}' service to a '{to_service.kind}' service "
+            f"(throughcare) needs the person's liberation date (extension {LIBERATION_DATE})",
+            expression=("ServiceRequest.extension",),
+        )
+    return liberation
+
+
+async def _refuse_duplicate(store: FhirStore, patient_id: str, to_service: Service) -> None:
+    # Two creates racing for the same person and service must not both find no open
+    # referral: serialise them (PostgreSQL; SQLite writers run one at a time anyway).
+    await store.repo.lock(f"open-referral|{patient_id}|{to_service.id}")
+    duplicate = await _repository(store).open_referral(
+        patient_id=patient_id, to_service_id=to_service.id
+    )
+    if duplicate is not None:
+        raise BusinessRuleViolation(
+            f"Patient/{patient_id} already has an open referral to {to_service.name}: "
+            f"ServiceRequest/{duplicate}; follow that one, or close it first",
+            expression=("ServiceRequest.performer[0]",),
         )
 
 
@@ -201,7 +211,7 @@ async def _after_service_request(event: WriteEvent) -> None:
         return
     row = await _repository(store).by_service_request(event.resource_id)
     revoked = event.after.get("status") in ("revoked", "entered-in-error")
-    if row is not None and row.open and revoked and event.before.get("status") in _SR_OPEN:
+    if row is not None and row.open and revoked and event.before.get("status") in SR_OPEN:
         task = await store.current("Task", row.task_id)
         if task is not None and task.get("status") in OPEN:
             task["status"] = "cancelled"
@@ -289,9 +299,36 @@ async def _before_task(event: WriteEvent) -> None:
                 f"A referral Task's {element} cannot change",
                 expression=(f"Task.{element}",),
             )
-    check_transition(before, event.after)
+    # The gate first: a held referral's way out is the gate's, whatever the state machine says.
+    await _check_gate_hold(event.store, row, event.after)
+    events = await _repository(event.store).events(row.task_id)
+    check_transition(before, event.after, before_hold=status_before_hold(events))
     if event.after.get("status") == "in-progress" and before.get("status") != "in-progress":
         await _check_phase_one(event.store, row, event.after)
+
+
+async def _check_gate_hold(store: FhirStore, row: Any, after: dict[str, Any]) -> None:
+    """A referral held by an enforced gate leaves the hold only when the gate releases it
+    (evidence, a change of its mode) or a clinician overrides it ($override-gate), both of
+    which end the hold on the record first; or when the referral is closed. A plain update
+    would let it through with no decision recorded."""
+    holding = await GateRepository(store.repo.conn).held(row.service_request_id)
+    if not holding:
+        return
+    status = after.get("status")
+    if status in CLOSING:
+        return
+    leaves = status != "on-hold" or codes(after.get("businessStatus", {}), REFERRAL_STATE) != [
+        "held-by-gate"
+    ]
+    if leaves:
+        names = ", ".join(f"'{r.gate_code}' (PlanDefinition/{r.gate_id})" for r in holding)
+        raise BusinessRuleViolation(
+            f"Task/{row.task_id} is held by the gate {names}: it stays on-hold, held-by-gate, "
+            "until the gate is met (add the evidence it needs; its DetectedIssue names it) or "
+            f"a clinician overrides it with a reason (POST /Task/{row.task_id}/$override-gate)",
+            expression=("Task.status",) if status != "on-hold" else ("Task.businessStatus",),
+        )
 
 
 async def _check_phase_one(store: FhirStore, row: Any, task: dict[str, Any]) -> None:
@@ -338,17 +375,19 @@ async def _after_task(event: WriteEvent) -> None:
     )
     if status == "accepted":
         await ensure_plan(store, row.patient_id)
+    if status not in OPEN:
+        await close_holds(store, row.service_request_id)
     await _follow_task(store, row.service_request_id, status)
 
 
 async def _follow_task(store: FhirStore, service_request_id: str, task_status: str) -> None:
-    """Keep the ServiceRequest in step: a cancelled Task revokes it, a completed one
-    completes it."""
-    wanted = {"cancelled": "revoked", "completed": "completed"}.get(task_status)
+    """Keep the ServiceRequest in step: a Task closed without its work revokes it, a
+    completed one completes it."""
+    wanted = FOLLOWS_TASK.get(task_status)
     if wanted is None:
         return
     request = await store.current("ServiceRequest", service_request_id)
-    if request is not None and request.get("status") in _SR_OPEN:
+    if request is not None and request.get("status") in SR_OPEN:
         request["status"] = wanted
         await store.as_server().update("ServiceRequest", service_request_id, request)
 

@@ -129,13 +129,31 @@ class ReferralRepository:
 
 
 class GateRepository:
-    """All SQL on gate decisions."""
+    """All SQL on gate decisions: an append-only log, whose ``current`` rows say where each
+    (referral, gate) stands now."""
 
     def __init__(self, conn: AsyncConnection) -> None:
         self.conn = conn
 
     async def add(self, **values: Any) -> None:
+        """A row as it stands (the rebuild, which knows ``seq`` and ``current``)."""
         await self.conn.execute(insert(gate_decision).values(**values))
+
+    async def append(self, previous: Row[Any] | None, **values: Any) -> None:
+        """The next decision on a (referral, gate), after ``previous`` (its current row,
+        None for the first one after the referral was made): it becomes the current row."""
+        seq = 1 if previous is None else previous.seq + 1
+        if previous is not None:
+            await self.conn.execute(
+                update(gate_decision)
+                .where(
+                    gate_decision.c.service_request_id == previous.service_request_id,
+                    gate_decision.c.gate_id == previous.gate_id,
+                    gate_decision.c.current.is_(True),
+                )
+                .values(current=False)
+            )
+        await self.add(**values, seq=seq, current=True)
 
     async def held_referrals_of(self, patient_id: str) -> list[str]:
         """The patient's referrals still held by a gate."""
@@ -143,8 +161,8 @@ class GateRepository:
             select(gate_decision.c.service_request_id)
             .where(
                 gate_decision.c.patient_id == patient_id,
+                gate_decision.c.current.is_(True),
                 gate_decision.c.held.is_(True),
-                gate_decision.c.released_at.is_(None),
             )
             .distinct()
         )
@@ -155,8 +173,8 @@ class GateRepository:
         query = (
             select(gate_decision.c.service_request_id)
             .where(
+                gate_decision.c.current.is_(True),
                 gate_decision.c.held.is_(True),
-                gate_decision.c.released_at.is_(None),
                 gate_decision.c.service_request_id > after,
             )
             .distinct()
@@ -168,49 +186,49 @@ class GateRepository:
     async def held(
         self, service_request_id: str, *, skip_locked: bool = False
     ) -> Sequence[Row[Any]]:
-        """The referral's unreleased holds, locked until the transaction ends (PostgreSQL),
-        so that two re-evaluations release a referral once; ``skip_locked`` passes over a
-        referral another worker holds."""
+        """The current rows of the gates holding the referral, locked until the transaction
+        ends (PostgreSQL), so that two re-evaluations release a referral once; a waiting one
+        then finds the rows no longer current. ``skip_locked`` passes over a referral
+        another worker holds."""
         query = select(gate_decision).where(
             gate_decision.c.service_request_id == service_request_id,
+            gate_decision.c.current.is_(True),
             gate_decision.c.held.is_(True),
-            gate_decision.c.released_at.is_(None),
         )
         if self.conn.dialect.name == "postgresql":
             query = query.with_for_update(skip_locked=skip_locked)
-        return (await self.conn.execute(query)).all()
+        return (await self.conn.execute(query.order_by(gate_decision.c.gate_id))).all()
 
-    async def of_patient(self, patient_id: str) -> Sequence[Row[Any]]:
+    async def current_of_referral(self, service_request_id: str) -> Sequence[Row[Any]]:
+        """Where each gate evaluated on the referral stands now."""
+        query = select(gate_decision).where(
+            gate_decision.c.service_request_id == service_request_id,
+            gate_decision.c.current.is_(True),
+        )
+        return (await self.conn.execute(query.order_by(gate_decision.c.gate_id))).all()
+
+    async def current_of_patient(self, patient_id: str) -> Sequence[Row[Any]]:
         query = (
             select(gate_decision)
-            .where(gate_decision.c.patient_id == patient_id)
-            .order_by(gate_decision.c.evaluated_at, gate_decision.c.gate_id)
+            .where(gate_decision.c.patient_id == patient_id, gate_decision.c.current.is_(True))
+            .order_by(
+                gate_decision.c.at, gate_decision.c.service_request_id, gate_decision.c.gate_id
+            )
         )
         return (await self.conn.execute(query)).all()
 
     async def of_referral(self, service_request_id: str) -> Sequence[Row[Any]]:
+        """Every decision on the referral, in order."""
         query = (
             select(gate_decision)
             .where(gate_decision.c.service_request_id == service_request_id)
-            .order_by(gate_decision.c.gate_id)
+            .order_by(gate_decision.c.gate_id, gate_decision.c.seq)
         )
         return (await self.conn.execute(query)).all()
 
-    async def release(
-        self, service_request_id: str, gate_id: str, *, at: datetime, by: str
-    ) -> None:
-        await self.conn.execute(
-            update(gate_decision)
-            .where(
-                gate_decision.c.service_request_id == service_request_id,
-                gate_decision.c.gate_id == gate_id,
-            )
-            .values(released_at=at, released_by=by)
-        )
-
     async def all(self) -> Sequence[Row[Any]]:
         query = select(gate_decision).order_by(
-            gate_decision.c.service_request_id, gate_decision.c.gate_id
+            gate_decision.c.service_request_id, gate_decision.c.gate_id, gate_decision.c.seq
         )
         return (await self.conn.execute(query)).all()
 

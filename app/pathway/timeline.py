@@ -8,7 +8,7 @@ from typing import Any
 from app.fhir.errors import NotFound
 from app.fhir.resources import instant
 from app.fhir.store import FhirStore
-from app.pathway.clocks import waiting_clock
+from app.pathway.clocks import Clock, waiting_clock
 from app.pathway.codes import REFERRAL_STATE
 from app.pathway.repository import ReferralRepository
 
@@ -25,7 +25,6 @@ async def referral_timeline(
         raise NotFound(f"ServiceRequest/{service_request_id} is not a referral")
     await store.read("Task", row.task_id)
     events = await repository.events(row.task_id)
-    clock = waiting_clock(events, now)
     parameters: list[dict[str, Any]] = [
         {
             "name": "referral",
@@ -35,6 +34,8 @@ async def referral_timeline(
         {"name": "status", "valueCode": row.status},
         {"name": "open", "valueBoolean": row.open},
     ]
+    if row.liberation_date is not None:
+        parameters.append({"name": "liberationDate", "valueDate": row.liberation_date.isoformat()})
     for event in events:
         parts: list[dict[str, Any]] = [
             {"name": "at", "valueDateTime": instant(event.at)},
@@ -55,22 +56,32 @@ async def referral_timeline(
         if event.who:
             parts.append({"name": "who", "valueUri": event.who})
         parameters.append({"name": "event", "part": parts})
-    clock_parts: list[dict[str, Any]] = [
-        {"name": "waitedDays", "valueDecimal": _days(clock.waited)},
-        {"name": "pausedDays", "valueDecimal": _days(clock.paused)},
-        {"name": "waitedWithoutPausesDays", "valueDecimal": _days(clock.waited_without_pauses)},
-        {
-            "name": "stillWaiting",
-            "valueBoolean": clock.started is not None and clock.stopped is None,
-        },
-    ]
-    if clock.started is not None:
-        clock_parts.insert(0, {"name": "started", "valueDateTime": instant(clock.started)})
-    if clock.stopped is not None:
-        clock_parts.insert(1, {"name": "stopped", "valueDateTime": instant(clock.stopped)})
-    parameters.append({"name": "clock", "part": clock_parts})
+    parameters.append({"name": "clock", "part": clock_parts(waiting_clock(events, now))})
     return {"resourceType": "Parameters", "parameter": parameters}
 
 
-def _days(span: timedelta) -> float:
+def clock_parts(clock: Clock) -> list[dict[str, Any]]:
+    """A waiting clock as Parameters parts (shared with $pathway)."""
+    parts: list[dict[str, Any]] = []
+    for name, moment in (
+        ("referred", clock.referred),
+        ("started", clock.started),
+        ("stopped", clock.stopped),
+    ):
+        if moment is not None:
+            parts.append({"name": name, "valueDateTime": instant(moment)})
+    if clock.ended_by is not None:
+        parts.append({"name": "endedBy", "valueCode": clock.ended_by})
+    parts += [
+        {"name": "waitedDays", "valueDecimal": days(clock.waited)},
+        {"name": "pausedDays", "valueDecimal": days(clock.paused)},
+        {"name": "waitedWithoutPausesDays", "valueDecimal": days(clock.waited_without_pauses)},
+        {"name": "daysSinceReferral", "valueDecimal": days(clock.since_referral)},
+        {"name": "daysHeldByGates", "valueDecimal": days(clock.held_by_gates)},
+        {"name": "stillWaiting", "valueBoolean": clock.still_waiting},
+    ]
+    return parts
+
+
+def days(span: timedelta) -> float:
     return round(span.total_seconds() / 86400, 2)

@@ -7,6 +7,7 @@ the Task versions alone, so that the timeline can be rebuilt from history.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
@@ -14,6 +15,8 @@ from app.fhir.errors import BusinessRuleViolation
 from app.pathway.codes import HOLD_REASON, REFERRAL_STATE, codes
 
 OPEN = frozenset({"draft", "requested", "received", "accepted", "ready", "in-progress", "on-hold"})
+#: Where each open status may go. On-hold is not in it: a referral comes back from a hold to
+#: the status it had before, or where the machine allows from there (see ``check_transition``).
 _ALLOWED = {
     "draft": {"requested", "cancelled"},
     "requested": {"received", "accepted", "rejected", "cancelled", "on-hold"},
@@ -21,34 +24,74 @@ _ALLOWED = {
     "accepted": {"ready", "in-progress", "cancelled", "on-hold"},
     "ready": {"in-progress", "cancelled", "on-hold", "failed"},
     "in-progress": {"completed", "failed", "on-hold", "cancelled"},
-    "on-hold": {"requested", "received", "accepted", "ready", "in-progress", "cancelled", "failed"},
 }
 #: Moves that must say why, in Task.statusReason.
 NEEDS_REASON = frozenset({"rejected", "cancelled", "on-hold", "failed"})
+#: Moves that close a referral.
+CLOSING = frozenset({"rejected", "cancelled", "failed", "completed", "entered-in-error"})
 
 
-def check_transition(before: dict[str, Any], after: dict[str, Any]) -> None:
+def allowed_moves(status: str | None, *, before_hold: str | None = None) -> set[str]:
+    """Where a Task in ``status`` may go. From on-hold: back to ``before_hold`` (the status
+    it had before the hold; a Task made on hold, by its gates, was requested), or anywhere the
+    machine allows from there, so that a hold never skips a step."""
+    if status == "on-hold":
+        resumed = before_hold or "requested"
+        return ({resumed} | _ALLOWED.get(resumed, set())) - {"on-hold"}
+    return set(_ALLOWED.get(str(status), set()))
+
+
+def check_transition(
+    before: dict[str, Any], after: dict[str, Any], *, before_hold: str | None = None
+) -> None:
     """Refuse (422) a change of status FHIR's Task state machine does not allow, or one
-    that needs a reason and has none."""
+    that needs a reason and gives no new one."""
     old, new = before.get("status"), after.get("status")
     if old == new:
         return
-    if new != "entered-in-error" and new not in _ALLOWED.get(str(old), set()):
-        allowed = sorted(_ALLOWED.get(str(old), set()) | {"entered-in-error"})
+    allowed = allowed_moves(old, before_hold=before_hold)
+    if new != "entered-in-error" and new not in allowed:
+        came_back = f" (it was '{before_hold or 'requested'}' before the hold)"
         raise BusinessRuleViolation(
-            f"A referral Task cannot go from '{old}' to '{new}'; from '{old}' it may go to: "
-            + (", ".join(allowed) if old in _ALLOWED else "entered-in-error only (it is closed)"),
+            f"A referral Task cannot go from '{old}' to '{new}'"
+            + (came_back if old == "on-hold" else "")
+            + f"; from '{old}' it may go to: "
+            + (
+                ", ".join(sorted(allowed | {"entered-in-error"}))
+                if old in OPEN
+                else "entered-in-error only (it is closed)"
+            ),
             expression=("Task.status",),
         )
+    if new in NEEDS_REASON:
+        _check_reason(before, after, old=str(old), new=str(new))
+
+
+def _check_reason(before: dict[str, Any], after: dict[str, Any], *, old: str, new: str) -> None:
     reason = after.get("statusReason")
-    if new in NEEDS_REASON and not (
-        isinstance(reason, dict) and (reason.get("text") or reason.get("coding"))
-    ):
+    given = isinstance(reason, dict) and bool(reason.get("text") or reason.get("coding"))
+    if not given:
         raise BusinessRuleViolation(
             f"Moving a referral to '{new}' needs a Task.statusReason saying why"
             + (f" (codes from {HOLD_REASON})" if new == "on-hold" else ""),
             expression=("Task.statusReason",),
         )
+    # A reason left over from an earlier move would put the wrong 'why' on the timeline.
+    if reason == before.get("statusReason"):
+        raise BusinessRuleViolation(
+            f"Moving a referral to '{new}' needs its own Task.statusReason: the one given is "
+            f"left from an earlier move (the Task is '{old}' with that reason)",
+            expression=("Task.statusReason",),
+        )
+
+
+def status_before_hold(events: Sequence[Any]) -> str | None:
+    """The status a held Task had before its latest hold (timeline rows, in order); None
+    when it was made on hold."""
+    for event in reversed(events):
+        if event.to_status == "on-hold":
+            return str(event.from_status) if event.from_status else None
+    return None
 
 
 def timeline_event(

@@ -11,7 +11,7 @@ import httpx
 import pytest
 
 from app.db import transaction
-from app.pathway.gate_rules import reevaluate_held, reevaluate_referral
+from app.pathway.gate_release import reevaluate_held, reevaluate_referral
 from app.pathway.projections import rebuild
 from app.pathway.repository import GateRepository
 from app.runtime import Runtime
@@ -298,6 +298,10 @@ async def test_override_needs_its_scope_and_records_who_and_why(
         ({"mode": "sometimes"}, "PlanDefinition.extension[0].valueCode"),
         ({"substance": "999999"}, "PlanDefinition.extension[2].extension[0].valueCoding"),
         ({"period": -3}, "PlanDefinition.extension[2].extension[2].valueDuration"),
+        ({"period": 0.5}, "PlanDefinition.extension[2].extension[2].valueDuration"),
+        ({"kind": "sobriety"}, "PlanDefinition.type.coding[0]"),
+        ({"kind": "other"}, "PlanDefinition.type.coding[0]"),
+        ({"criterion": None}, "PlanDefinition.extension"),
     ],
 )
 async def test_bad_gate_definitions_are_refused_naming_the_element(
@@ -310,9 +314,16 @@ async def test_bad_gate_definitions_are_refused_naming_the_element(
         plan["extension"][2]["extension"][0]["valueCoding"]["code"] = change["substance"]
     if "period" in change:
         plan["extension"][2]["extension"][2]["valueDuration"]["value"] = change["period"]
+    if "kind" in change:
+        plan["type"]["coding"][0]["code"] = change["kind"]
+    if "criterion" in change:
+        del plan["extension"][2]
     response = await client.put(f"/PlanDefinition/{SOLWAY_GATE}", json=plan, headers=FHIR_JSON)
     assert response.status_code == 422, response.text
     assert response.json()["issue"][0]["expression"] == [where]
+    # Nothing changed: the gate still acts as it did.
+    stored = (await client.get(f"/PlanDefinition/{SOLWAY_GATE}")).json()
+    assert stored["meta"]["versionId"] == "1"
 
 
 async def test_a_referrer_sees_the_gates_of_a_service(client: httpx.AsyncClient) -> None:
@@ -351,8 +362,96 @@ async def test_gate_decisions_rebuilt_equal(
             return list(await GateRepository(conn).all())
 
     live = await snapshot()
-    assert len(live) == 3
-    assert {r.released_by for r in live} == {None, "override"}
+    # Three evaluations, then the override: a row of its own after the hold it ended.
+    assert [(r.seq, r.action, r.current) for r in live if r.service_request_id == first["id"]] == [
+        (0, "held", False),
+        (1, "overridden", True),
+    ]
+    assert len(live) == 4
     async with transaction(runtime.engine, write=True) as conn:
         await rebuild(runtime.store(conn))
     assert await snapshot() == live
+
+
+def _ost_record(patient_id: str, **medicine: Any) -> dict[str, Any]:
+    return {
+        "resourceType": "MedicationStatement",
+        "status": "active",
+        "subject": {"reference": f"Patient/{patient_id}"},
+        **medicine,
+    }
+
+
+def _coded(system: str, code: str) -> dict[str, Any]:
+    return {"coding": [{"system": system, "code": code}]}
+
+
+# Buvidal recorded the way dm+d-coded records arrive: a product code (here a placeholder, not a
+# real dm+d code) on a contained Medication that names its active ingredient.
+_BUVIDAL = {
+    "contained": [
+        {
+            "resourceType": "Medication",
+            "id": "lai",
+            "code": {"text": "Buvidal 64mg prolonged-release solution for injection"},
+            "ingredient": [
+                {"itemCodeableConcept": {"coding": [{"system": SNOMED, "code": "387173000"}]}}
+            ],
+        }
+    ],
+    "medicationReference": {"reference": "#lai"},
+}
+
+
+@pytest.mark.parametrize(
+    ("medicine", "counted"),
+    [
+        (
+            {"medicationCodeableConcept": {"coding": [{"system": SNOMED, "code": "387173000"}]}},
+            True,
+        ),
+        (_BUVIDAL, True),
+        # The same code in another system is not buprenorphine.
+        (
+            {"medicationCodeableConcept": {"coding": [{"system": "urn:x", "code": "387173000"}]}},
+            False,
+        ),
+        # A Medication elsewhere cannot be followed (Waymark does not serve Medication).
+        ({"medicationReference": {"reference": "Medication/buvidal"}}, False),
+    ],
+)
+async def test_opioid_substitution_is_read_from_codes_and_contained_medications(
+    client: httpx.AsyncClient, clock: FrozenClock, medicine: dict[str, Any], counted: bool
+) -> None:
+    assert (await _set_gate(client, SOLWAY_GATE, ost=True)).status_code == 200
+    patient_id = await new_patient(client)
+    made = await client.post(
+        "/MedicationStatement", json=_ost_record(patient_id, **medicine), headers=FHIR_JSON
+    )
+    assert made.status_code == 201, made.text
+    created = (await _refer(client, patient_id, "solway-dat", "solway-psy", "psychology")).json()
+    assert (await _task(client, created))["status"] == ("on-hold" if counted else "requested")
+
+
+async def test_stopping_opioid_substitution_releases_a_gate_that_counts_it(
+    client: httpx.AsyncClient, clock: FrozenClock
+) -> None:
+    assert (await _set_gate(client, SOLWAY_GATE, ost=True)).status_code == 200
+    patient_id = await new_patient(client)
+    made = await client.post(
+        "/MedicationStatement", json=_ost_record(patient_id, **_BUVIDAL), headers=FHIR_JSON
+    )
+    created = (await _refer(client, patient_id, "solway-dat", "solway-psy", "psychology")).json()
+    assert (await _task(client, created))["status"] == "on-hold"
+    stopped = {**made.json(), "status": "stopped"}
+    written = await client.put(
+        f"/MedicationStatement/{stopped['id']}", json=stopped, headers=FHIR_JSON
+    )
+    assert written.status_code == 200
+    task = await _task(client, created)
+    assert (task["status"], task["businessStatus"]["coding"][0]["code"]) == (
+        "requested",
+        "awaiting-triage",
+    )
+    [issue] = await _issues(client, created["id"])
+    assert issue["mitigation"][0]["action"]["text"] == "Released: the gate is now met"

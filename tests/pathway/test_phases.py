@@ -3,7 +3,7 @@ released), moving back with a reason, overrides, $pathway, and the phase timelin
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 import httpx
@@ -14,101 +14,36 @@ from app.pathway.projections import rebuild
 from app.pathway.repository import PhaseRepository
 from app.runtime import Runtime
 from tests.api.helpers import FHIR_JSON
-from tests.pathway.referrals import new_patient, referral, role_in, service, task_of
-
-CODES = "https://fhir.waymark.org.uk/CodeSystem/pathway-codes"
-PHASE = "https://fhir.waymark.org.uk/CodeSystem/pathway-phase"
-PHASE_GATE = "gate-phase-1-before-trauma-focussed-work"
-EMDR = {"coding": [{"system": CODES, "code": "emdr"}]}
-
-
-class SteppedClock:
-    def __init__(self) -> None:
-        self.now = datetime(2026, 2, 2, 9, 0, tzinfo=UTC)
-
-    def __call__(self) -> datetime:
-        return self.now
+from tests.pathway.phase_helpers import (
+    CODES,
+    EMDR,
+    PHASE_GATE,
+    SteppedClock,
+    current_task,
+    move_task,
+    override_body,
+    parts_of,
+    plan_of,
+    record_review,
+    refer,
+    set_phase,
+    stepped_clock,
+)
+from tests.pathway.referrals import new_patient, service, task_of
 
 
 @pytest.fixture
 def clock(runtime: Runtime) -> SteppedClock:
-    stepped = SteppedClock()
-    runtime.clock = stepped
-    return stepped
-
-
-async def _refer(
-    http: httpx.AsyncClient, patient_id: str, source: str, target: str, kind: str, **changes: Any
-) -> dict[str, Any]:
-    requester = await role_in(http, await service(http, source))
-    body = referral(patient_id, requester, await service(http, target), kind, **changes)
-    response = await http.post("/ServiceRequest", json=body, headers=FHIR_JSON)
-    assert response.status_code == 201, response.text
-    created: dict[str, Any] = response.json()
-    return created
-
-
-async def _task(http: httpx.AsyncClient, request: dict[str, Any]) -> dict[str, Any]:
-    found: dict[str, Any] = (await http.get(f"/Task/{task_of(request)}")).json()
-    return found
-
-
-async def _move(http: httpx.AsyncClient, task_id: str, status: str) -> httpx.Response:
-    task = (await http.get(f"/Task/{task_id}")).json()
-    task["status"] = status
-    return await http.put(f"/Task/{task_id}", json=task, headers=FHIR_JSON)
-
-
-async def _plan(http: httpx.AsyncClient, patient_id: str) -> dict[str, Any]:
-    found = (await http.get("/CarePlan", params={"subject": f"Patient/{patient_id}"})).json()
-    assert found["total"] == 1
-    plan: dict[str, Any] = found["entry"][0]["resource"]
-    return plan
-
-
-async def _set_phase(
-    http: httpx.AsyncClient, patient_id: str, phase: str, status: str, **detail: Any
-) -> httpx.Response:
-    plan = await _plan(http, patient_id)
-    for activity in plan["activity"]:
-        if activity["detail"]["code"]["coding"][0]["code"] == phase:
-            activity["detail"]["status"] = status
-            activity["detail"].update(detail)
-            if "outcomeReference" in detail:
-                activity["outcomeReference"] = activity["detail"].pop("outcomeReference")
-    return await http.put(f"/CarePlan/{plan['id']}", json=plan, headers=FHIR_JSON)
-
-
-async def _review(http: httpx.AsyncClient, patient_id: str, value: str, when: str) -> str:
-    body = {
-        "resourceType": "Observation",
-        "status": "final",
-        "code": {"coding": [{"system": CODES, "code": "readiness-review"}]},
-        "subject": {"reference": f"Patient/{patient_id}"},
-        "effectiveDateTime": when,
-        "performer": [{"display": "Community psychiatric nurse"}],
-        "valueCodeableConcept": {"coding": [{"system": CODES, "code": value}]},
-        "note": [{"text": "Grounding skills in use; safety plan reviewed"}],
-    }
-    response = await http.post("/Observation", json=body, headers=FHIR_JSON)
-    assert response.status_code == 201, response.text
-    return str(response.json()["id"])
-
-
-def _parts(parameter: dict[str, Any]) -> dict[str, Any]:
-    return {
-        p["name"]: next((v for k, v in p.items() if k.startswith("value")), p.get("part"))
-        for p in parameter["part"]
-    }
+    return stepped_clock(runtime)
 
 
 async def test_phase_one_comes_before_trauma_focussed_work(
     client: httpx.AsyncClient, clock: SteppedClock
 ) -> None:
     patient_id = await new_patient(client)
-    to_dat = await _refer(client, patient_id, "solway-gp1", "solway-dat", "drug-alcohol")
-    assert (await _move(client, task_of(to_dat), "accepted")).status_code == 200
-    plan = await _plan(client, patient_id)  # made when the first referral was accepted
+    to_dat = await refer(client, patient_id, "solway-gp1", "solway-dat", "drug-alcohol")
+    assert (await move_task(client, task_of(to_dat), "accepted")).status_code == 200
+    plan = await plan_of(client, patient_id)  # made when the first referral was accepted
     assert [a["detail"]["status"] for a in plan["activity"]] == ["not-started"] * 3
     second = {**plan, "id": None}
     del second["id"], second["meta"]
@@ -128,7 +63,7 @@ async def test_phase_one_comes_before_trauma_focussed_work(
         },
         headers=FHIR_JSON,
     )
-    started = await _set_phase(
+    started = await set_phase(
         client,
         patient_id,
         "phase-1",
@@ -138,29 +73,29 @@ async def test_phase_one_comes_before_trauma_focussed_work(
     assert started.status_code == 200, started.text
 
     # Trauma-focussed work referred now is held by the phase gate, not dropped.
-    emdr = await _refer(client, patient_id, "solway-dat", "solway-psy", "psychology", code=EMDR)
-    task = await _task(client, emdr)
+    emdr = await refer(client, patient_id, "solway-dat", "solway-psy", "psychology", code=EMDR)
+    task = await current_task(client, emdr)
     assert task["status"] == "on-hold"
     assert "Safety and stabilisation" in task["statusReason"]["text"]
-    early = await _set_phase(client, patient_id, "phase-2", "in-progress")
+    early = await set_phase(client, patient_id, "phase-2", "in-progress")
     assert early.status_code == 422
     assert "phase 1" in early.json()["issue"][0]["diagnostics"]
 
     clock.now += timedelta(days=60)
-    await _review(client, patient_id, "not-ready", "2026-04-01")
-    assert (await _set_phase(client, patient_id, "phase-1", "completed")).status_code == 200
-    assert (await _task(client, emdr))["status"] == "on-hold"  # the review says not ready
-    await _review(client, patient_id, "ready", "2026-04-03")
-    released = await _task(client, emdr)
+    await record_review(client, patient_id, "not-ready", "2026-04-01")
+    assert (await set_phase(client, patient_id, "phase-1", "completed")).status_code == 200
+    assert (await current_task(client, emdr))["status"] == "on-hold"  # the review says not ready
+    await record_review(client, patient_id, "ready", "2026-04-03")
+    released = await current_task(client, emdr)
     assert released["status"] == "requested"  # released when phase 1 became complete
-    assert (await _move(client, task_of(emdr), "accepted")).status_code == 200
-    assert (await _move(client, task_of(emdr), "in-progress")).status_code == 200
-    assert (await _set_phase(client, patient_id, "phase-2", "in-progress")).status_code == 200
+    assert (await move_task(client, task_of(emdr), "accepted")).status_code == 200
+    assert (await move_task(client, task_of(emdr), "in-progress")).status_code == 200
+    assert (await set_phase(client, patient_id, "phase-2", "in-progress")).status_code == 200
 
     # Destabilised: back to phase 1, which needs a reason.
-    no_reason = await _set_phase(client, patient_id, "phase-2", "on-hold")
+    no_reason = await set_phase(client, patient_id, "phase-2", "on-hold")
     assert no_reason.status_code == 422
-    back = await _set_phase(
+    back = await set_phase(
         client,
         patient_id,
         "phase-2",
@@ -172,13 +107,13 @@ async def test_phase_one_comes_before_trauma_focussed_work(
     summary = (await client.get(f"/Patient/{patient_id}/$pathway")).json()
     values = {p["name"]: p for p in summary["parameter"]}
     assert values["carePlan"]["valueReference"]["reference"] == f"CarePlan/{plan['id']}"
-    assert _parts(values["readinessReview"])["value"] == "ready"
-    referrals = [_parts(p) for p in summary["parameter"] if p["name"] == "referral"]
+    assert parts_of(values["readinessReview"])["value"] == "ready"
+    referrals = [parts_of(p) for p in summary["parameter"] if p["name"] == "referral"]
     assert {r["referral"]["reference"] for r in referrals} == {
         f"ServiceRequest/{to_dat['id']}",
         f"ServiceRequest/{emdr['id']}",
     }
-    gates = [_parts(p) for p in summary["parameter"] if p["name"] == "gate"]
+    gates = [parts_of(p) for p in summary["parameter"] if p["name"] == "gate"]
     phase_gates = [g for g in gates if g["kind"] == "phase"]
     assert phase_gates[0]["releasedBy"] == "evidence"
     assert not any(p["name"] == "omitted" for p in summary["parameter"])
@@ -188,8 +123,8 @@ async def test_an_override_lets_trauma_focussed_work_start(
     client: httpx.AsyncClient, scoped_client: Any, clock: SteppedClock
 ) -> None:
     patient_id = await new_patient(client)
-    emdr = await _refer(client, patient_id, "solway-dat", "solway-psy", "psychology", code=EMDR)
-    assert (await _task(client, emdr))["status"] == "on-hold"
+    emdr = await refer(client, patient_id, "solway-dat", "solway-psy", "psychology", code=EMDR)
+    assert (await current_task(client, emdr))["status"] == "on-hold"
     clinician = await scoped_client("system/*.cruds waymark/gate.override")
     body = {
         "resourceType": "Parameters",
@@ -202,12 +137,12 @@ async def test_an_override_lets_trauma_focussed_work_start(
         f"/Task/{task_of(emdr)}/$override-gate", json=body, headers=FHIR_JSON
     )
     assert done.status_code == 200, done.text
-    assert (await _move(client, task_of(emdr), "accepted")).status_code == 200
-    assert (await _move(client, task_of(emdr), "in-progress")).status_code == 200
+    assert (await move_task(client, task_of(emdr), "accepted")).status_code == 200
+    assert (await move_task(client, task_of(emdr), "in-progress")).status_code == 200
 
 
 async def test_trauma_focussed_work_cannot_start_without_phase_one(
-    client: httpx.AsyncClient, runtime: Runtime, clock: SteppedClock
+    client: httpx.AsyncClient, scoped_client: Any, clock: SteppedClock
 ) -> None:
     patient_id = await new_patient(client)
     # A referral made while the phase gate was suspended, then moved on: the Task rule
@@ -215,25 +150,34 @@ async def test_trauma_focussed_work_cannot_start_without_phase_one(
     gate = (await client.get(f"/PlanDefinition/{PHASE_GATE}")).json()
     gate["extension"][0]["valueCode"] = "suspended"
     await client.put(f"/PlanDefinition/{PHASE_GATE}", json=gate, headers=FHIR_JSON)
-    emdr = await _refer(client, patient_id, "solway-dat", "solway-psy", "psychology", code=EMDR)
-    assert (await _move(client, task_of(emdr), "accepted")).status_code == 200
-    refused = await _move(client, task_of(emdr), "in-progress")
+    emdr = await refer(client, patient_id, "solway-dat", "solway-psy", "psychology", code=EMDR)
+    assert (await move_task(client, task_of(emdr), "accepted")).status_code == 200
+    refused = await move_task(client, task_of(emdr), "in-progress")
     assert refused.status_code == 422
     assert "phase 1" in refused.json()["issue"][0]["diagnostics"]
+    # The gate held nothing (suspended), yet a clinician can still override it, on the record.
+    clinician = await scoped_client("system/*.cruds waymark/gate.override")
+    done = await clinician.post(
+        f"/Task/{task_of(emdr)}/$override-gate",
+        json=override_body("Stabilised with the prison team"),
+        headers=FHIR_JSON,
+    )
+    assert done.status_code == 200, done.text
+    assert (await move_task(client, task_of(emdr), "in-progress")).status_code == 200
 
 
 async def test_pathway_respects_scopes_and_shows_what_is_overdue(
     client: httpx.AsyncClient, scoped_client: Any, clock: SteppedClock
 ) -> None:
     patient_id = await new_patient(client, meets_gates=False)
-    held = await _refer(client, patient_id, "solway-dat", "solway-psy", "psychology")
-    assert (await _task(client, held))["status"] == "on-hold"
+    held = await refer(client, patient_id, "solway-dat", "solway-psy", "psychology")
+    assert (await current_task(client, held))["status"] == "on-hold"
     clock.now += timedelta(days=100)
     summary = (await client.get(f"/Patient/{patient_id}/$pathway")).json()
-    overdue = [_parts(p) for p in summary["parameter"] if p["name"] == "overdue"]
+    overdue = [parts_of(p) for p in summary["parameter"] if p["name"] == "overdue"]
     assert [o["kind"] for o in overdue] == ["held-over-90-days"]
     assert overdue[0]["item"]["reference"] == f"ServiceRequest/{held['id']}"
-    referral_part = next(_parts(p) for p in summary["parameter"] if p["name"] == "referral")
+    referral_part = next(parts_of(p) for p in summary["parameter"] if p["name"] == "referral")
     assert referral_part["businessStatus"]["code"] == "held-by-gate"
 
     narrow = await scoped_client("system/Patient.r system/CarePlan.r")
@@ -244,7 +188,7 @@ async def test_pathway_respects_scopes_and_shows_what_is_overdue(
     omitted = {
         p["valueString"].split(":")[0] for p in limited["parameter"] if p["name"] == "omitted"
     }
-    assert omitted == {"Observation", "EpisodeOfCare", "ServiceRequest"}
+    assert omitted == {"Observation", "EpisodeOfCare", "ServiceRequest", "Task"}
     nobody = await scoped_client("system/CarePlan.r")
     assert (await nobody.get(f"/Patient/{patient_id}/$pathway")).status_code == 403
 
@@ -253,11 +197,11 @@ async def test_phase_timeline_rebuilt_equal(
     client: httpx.AsyncClient, runtime: Runtime, clock: SteppedClock
 ) -> None:
     patient_id = await new_patient(client)
-    to_dat = await _refer(client, patient_id, "solway-gp1", "solway-dat", "drug-alcohol")
-    await _move(client, task_of(to_dat), "accepted")
-    await _set_phase(client, patient_id, "phase-1", "in-progress")
-    await _set_phase(client, patient_id, "phase-1", "completed")
-    await _set_phase(client, patient_id, "phase-1", "in-progress", statusReason={"text": "Relapse"})
+    to_dat = await refer(client, patient_id, "solway-gp1", "solway-dat", "drug-alcohol")
+    await move_task(client, task_of(to_dat), "accepted")
+    await set_phase(client, patient_id, "phase-1", "in-progress")
+    await set_phase(client, patient_id, "phase-1", "completed")
+    await set_phase(client, patient_id, "phase-1", "in-progress", statusReason={"text": "Relapse"})
 
     async def snapshot() -> list[Any]:
         async with transaction(runtime.engine, write=False) as conn:
@@ -299,7 +243,7 @@ async def test_an_annual_shared_care_review_past_due_is_overdue(
     created = await client.post("/EpisodeOfCare", json=episode, headers=FHIR_JSON)
     assert created.status_code == 201, created.text
     summary = (await client.get(f"/Patient/{patient_id}/$pathway")).json()
-    overdue = [_parts(p) for p in summary["parameter"] if p["name"] == "overdue"]
+    overdue = [parts_of(p) for p in summary["parameter"] if p["name"] == "overdue"]
     assert overdue == [
         {
             "kind": "shared-care-review",

@@ -36,6 +36,7 @@ ROUTES = [
     ("solway-psy", "solway-cmht", "cmht"),
     ("northisles-dat", "northisles-psy", "psychology"),
     ("northisles-gp2", "northisles-dat", "drug-alcohol"),
+    ("solway-prison", "solway-dat", "drug-alcohol"),  # throughcare, with a liberation date
 ]
 
 
@@ -276,3 +277,216 @@ async def test_a_referral_in_a_transaction_creates_its_task(client: httpx.AsyncC
     request = response.json()["entry"][1]["resource"]
     task = (await client.get(f"/Task/{task_of(request)}")).json()
     assert task["status"] == "requested"
+
+
+async def _walk(http: httpx.AsyncClient, task_id: str, *statuses: str) -> None:
+    """Move a Task through ``statuses``, each with its own reason where one is needed."""
+    for number, status in enumerate(statuses):
+        moved = await _move(http, task_id, status, statusReason=reason(text=f"step {number}"))
+        assert moved.status_code == 200, moved.text
+
+
+@pytest.mark.parametrize(
+    ("path", "forbidden"),
+    [
+        ((), "in-progress"),
+        ((), "ready"),
+        (("received",), "in-progress"),
+        (("received",), "completed"),
+        (("accepted",), "rejected"),
+        (("accepted",), "completed"),
+        (("accepted", "in-progress"), "accepted"),
+        (("accepted", "in-progress"), "rejected"),
+        (("accepted", "in-progress", "completed"), "in-progress"),
+        (("cancelled",), "requested"),
+        (("rejected",), "received"),
+        (("on-hold",), "in-progress"),
+        (("on-hold",), "completed"),
+        (("received", "on-hold"), "in-progress"),
+        (("received", "on-hold"), "requested"),
+    ],
+)
+async def test_each_forbidden_transition_is_refused(
+    client: httpx.AsyncClient, path: tuple[str, ...], forbidden: str
+) -> None:
+    patient_id = await new_patient(client)
+    created = await _refer(client, "solway-dat", "solway-psy", "psychology", patient_id)
+    task_id = task_of(created.json())
+    await _walk(client, task_id, *path)
+    refused = await _move(client, task_id, forbidden, statusReason=reason(text="A new reason"))
+    assert refused.status_code == 422, refused.text
+    diagnostics = refused.json()["issue"][0]["diagnostics"]
+    assert f"to '{forbidden}'" in diagnostics
+    assert refused.json()["issue"][0]["expression"] == ["Task.status"]
+    assert (await client.get(f"/Task/{task_id}")).json()["status"] == (path or ("requested",))[-1]
+
+
+async def test_a_hold_returns_to_where_the_referral_was(client: httpx.AsyncClient) -> None:
+    patient_id = await new_patient(client)
+    created = await _refer(client, "solway-dat", "solway-psy", "psychology", patient_id)
+    task_id = task_of(created.json())
+    await _walk(client, task_id, "on-hold")
+    skipped = await _move(client, task_id, "in-progress")
+    assert skipped.status_code == 422
+    assert "it was 'requested' before the hold" in skipped.json()["issue"][0]["diagnostics"]
+    await _walk(client, task_id, "received", "accepted", "on-hold")
+    # Back from a hold taken when accepted: to accepted, or on to what accepted allows.
+    assert (await _move(client, task_id, "in-progress")).status_code == 200
+
+
+async def test_closing_needs_a_reason_of_its_own(client: httpx.AsyncClient) -> None:
+    patient_id = await new_patient(client)
+    created = await _refer(client, "solway-dat", "solway-psy", "psychology", patient_id)
+    task_id = task_of(created.json())
+    no_reason = await _move(client, task_id, "cancelled")
+    assert no_reason.status_code == 422
+    assert no_reason.json()["issue"][0]["expression"] == ["Task.statusReason"]
+    left_over = reason("patient-unavailable", "On holiday")
+    assert (await _move(client, task_id, "on-hold", statusReason=left_over)).status_code == 200
+    assert (await _move(client, task_id, "received")).status_code == 200
+    stale = await _move(client, task_id, "rejected")  # still carries the hold's reason
+    assert stale.status_code == 422
+    assert "left from an earlier move" in stale.json()["issue"][0]["diagnostics"]
+    rejected = await _move(client, task_id, "rejected", statusReason=reason(text="Not suitable"))
+    assert rejected.status_code == 200
+    timeline = (await client.get(f"/ServiceRequest/{created.json()['id']}/$timeline")).json()
+    last = [p for p in timeline["parameter"] if p["name"] == "event"][-1]
+    assert {"name": "reason", "valueString": "Not suitable"} in last["part"]
+
+
+async def test_a_closed_referral_cannot_be_cancelled(client: httpx.AsyncClient) -> None:
+    patient_id = await new_patient(client)
+    created = await _refer(client, "solway-dat", "solway-psy", "psychology", patient_id)
+    task_id = task_of(created.json())
+    await _walk(client, task_id, "accepted", "in-progress", "completed")
+    refused = await _move(client, task_id, "cancelled", statusReason=reason(text="Too late"))
+    assert refused.status_code == 422
+    assert "it is closed" in refused.json()["issue"][0]["diagnostics"]
+    request = (await client.get(f"/ServiceRequest/{created.json()['id']}")).json()
+    assert request["status"] == "completed"
+
+
+async def test_an_organization_with_several_services_cannot_name_the_sender(
+    client: httpx.AsyncClient,
+) -> None:
+    patient_id = await new_patient(client)
+    gp = (await client.get(f"/HealthcareService/{await service(client, 'solway-gp1')}")).json()
+    second = {
+        "resourceType": "HealthcareService",
+        "active": True,
+        "providedBy": gp["providedBy"],
+        "type": gp["type"],
+        "name": "Solway Harbour Medical Practice: minor surgery",
+    }
+    assert (await client.post("/HealthcareService", json=second)).status_code == 201
+    body = referral(
+        patient_id,
+        gp["providedBy"]["reference"],
+        await service(client, "solway-dat"),
+        "drug-alcohol",
+    )
+    refused = await client.post("/ServiceRequest", json=body, headers=FHIR_JSON)
+    assert refused.status_code == 422
+    issue = refused.json()["issue"][0]
+    assert "has 2 active services" in issue["diagnostics"]
+    assert issue["expression"] == ["ServiceRequest.requester"]
+
+
+@pytest.mark.parametrize("named", [0, 2])
+async def test_a_practitioner_role_must_name_one_service(
+    client: httpx.AsyncClient, named: int
+) -> None:
+    patient_id = await new_patient(client)
+    services = [await service(client, key) for key in ("solway-gp1", "solway-pharm")][:named]
+    role = {
+        "resourceType": "PractitionerRole",
+        "active": True,
+        **(
+            {"healthcareService": [{"reference": f"HealthcareService/{s}"} for s in services]}
+            if services
+            else {}
+        ),
+    }
+    made = await client.post("/PractitionerRole", json=role, headers=FHIR_JSON)
+    body = referral(
+        patient_id,
+        f"PractitionerRole/{made.json()['id']}",
+        await service(client, "solway-dat"),
+        "drug-alcohol",
+    )
+    refused = await client.post("/ServiceRequest", json=body, headers=FHIR_JSON)
+    assert refused.status_code == 422
+    assert f"it names {named}" in refused.json()["issue"][0]["diagnostics"]
+    assert (await client.get("/Task")).json()["total"] == 0
+
+
+async def test_an_advisory_gate_warns_in_the_transaction_response(
+    client: httpx.AsyncClient,
+) -> None:
+    patient_id = await new_patient(client, meets_gates=False)
+    requester = await role_in(client, await service(client, "northisles-dat"))
+    body = referral(patient_id, requester, await service(client, "northisles-psy"), "psychology")
+    bundle = {
+        "resourceType": "Bundle",
+        "type": "transaction",
+        "entry": [{"resource": body, "request": {"method": "POST", "url": "ServiceRequest"}}],
+    }
+    response = await client.post("/", json=bundle, headers=FHIR_JSON)
+    assert response.status_code == 200, response.text
+    [entry] = response.json()["entry"]
+    assert entry["response"]["status"] == "201 Created"
+    warnings = [i for i in entry["response"]["outcome"]["issue"] if i["severity"] == "warning"]
+    assert len(warnings) == 1
+    assert "Advisory gate not met" in warnings[0]["diagnostics"]
+    task = (await client.get(f"/Task/{task_of(entry['resource'])}")).json()
+    assert task["status"] == "requested"
+
+
+async def test_a_service_request_stays_in_step_with_its_task(client: httpx.AsyncClient) -> None:
+    patient_id = await new_patient(client)
+    first = (await _refer(client, "solway-dat", "solway-psy", "psychology", patient_id)).json()
+    revoked = await client.put(
+        f"/ServiceRequest/{first['id']}", json={**first, "status": "revoked"}, headers=FHIR_JSON
+    )
+    assert revoked.status_code == 200
+    reopened = await client.put(
+        f"/ServiceRequest/{first['id']}", json={**revoked.json(), "status": "active"}
+    )
+    assert reopened.status_code == 422
+    assert reopened.json()["issue"][0]["expression"] == ["ServiceRequest.status"]
+    assert (await client.get(f"/Task/{task_of(first)}")).json()["status"] == "cancelled"
+
+    # Rejected by the service: the ServiceRequest is revoked with it.
+    second = (await _refer(client, "solway-dat", "solway-cmht", "cmht", patient_id)).json()
+    rejected = await _move(client, task_of(second), "rejected", statusReason=reason(text="No"))
+    assert rejected.status_code == 200
+    assert (await client.get(f"/ServiceRequest/{second['id']}")).json()["status"] == "revoked"
+
+    # Completed: revoking it afterwards is refused.
+    third = (await _refer(client, "solway-dat", "solway-gp1", "gp", patient_id)).json()
+    await _walk(client, task_of(third), "accepted", "in-progress", "completed")
+    done = (await client.get(f"/ServiceRequest/{third['id']}")).json()
+    assert done["status"] == "completed"
+    late = await client.put(f"/ServiceRequest/{third['id']}", json={**done, "status": "revoked"})
+    assert late.status_code == 422
+    assert "closed" in late.json()["issue"][0]["diagnostics"]
+
+
+async def test_a_referral_is_sent_active_and_is_one_from_the_start(
+    client: httpx.AsyncClient,
+) -> None:
+    patient_id = await new_patient(client)
+    requester = await role_in(client, await service(client, "solway-dat"))
+    body = referral(patient_id, requester, await service(client, "solway-psy"), "psychology")
+    draft = await client.post("/ServiceRequest", json={**body, "status": "draft"})
+    assert draft.status_code == 422
+    assert draft.json()["issue"][0]["expression"] == ["ServiceRequest.status"]
+    plain = {k: v for k, v in body.items() if k not in ("category", "performer")}
+    made = await client.post("/ServiceRequest", json={**plain, "status": "draft"})
+    assert made.status_code == 201
+    becoming = await client.put(
+        f"/ServiceRequest/{made.json()['id']}", json={**body, "id": made.json()["id"]}
+    )
+    assert becoming.status_code == 422
+    assert "created as one" in becoming.json()["issue"][0]["diagnostics"]
+    assert (await client.get("/Task")).json()["total"] == 0

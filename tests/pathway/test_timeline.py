@@ -13,9 +13,12 @@ from app.pathway.repository import ReferralRepository
 from app.runtime import Runtime
 from tests.api.helpers import FHIR_JSON
 from tests.pathway.referrals import (
+    ALCOHOL,
+    ANY_DRUG,
     business,
     new_patient,
     reason,
+    record_last_use,
     referral,
     role_in,
     service,
@@ -163,3 +166,60 @@ async def test_rebuilt_projections_equal_the_live_ones(
     async with transaction(runtime.engine, write=True) as conn:
         assert await rebuild(runtime.store(conn)) == 3
     assert await snapshot() == live
+
+
+def _clock_of(parameters: dict[str, Any]) -> dict[str, Any]:
+    return _parts(next(p for p in parameters["parameter"] if p["name"] == "clock"))
+
+
+async def test_closing_a_referral_untreated_stops_its_clock(
+    client: httpx.AsyncClient, runtime: Runtime
+) -> None:
+    clock = SteppedClock()
+    runtime.clock = clock
+    patient_id = await new_patient(client)
+    requester = await role_in(client, await service(client, "solway-gp1"))
+    body = referral(patient_id, requester, await service(client, "solway-dat"), "drug-alcohol")
+    created = (await client.post("/ServiceRequest", json=body, headers=FHIR_JSON)).json()
+    clock.advance(1)
+    await _move(client, task_of(created), "received")
+    clock.advance(9)
+    await _move(client, task_of(created), "rejected", statusReason=reason(text="Not suitable"))
+    clock.advance(30)  # time after closure counts for nothing
+    waits = _clock_of((await client.get(f"/ServiceRequest/{created['id']}/$timeline")).json())
+    assert waits["stopped"] == "2026-03-12T09:00:00.000Z"
+    assert waits["endedBy"] == "closure"
+    assert waits["waitedDays"] == 9
+    assert waits["daysSinceReferral"] == 10
+    assert waits["stillWaiting"] is False
+
+
+async def test_time_held_by_a_gate_before_the_service_has_it_is_counted(
+    client: httpx.AsyncClient, runtime: Runtime
+) -> None:
+    clock = SteppedClock()
+    runtime.clock = clock
+    patient_id = await new_patient(client, meets_gates=False)
+    requester = await role_in(client, await service(client, "solway-dat"))
+    body = referral(patient_id, requester, await service(client, "solway-psy"), "psychology")
+    created = (await client.post("/ServiceRequest", json=body, headers=FHIR_JSON)).json()
+    clock.advance(100)
+    summary = (await client.get(f"/Patient/{patient_id}/$pathway")).json()
+    held = _parts(next(p for p in summary["parameter"] if p["name"] == "referral"))
+    assert (held["waitedDays"], held["daysSinceReferral"], held["daysHeldByGates"]) == (0, 100, 100)
+    # Evidence arrives: released, then received 5 days later and treated 10 days after that.
+    for substance in (ALCOHOL, ANY_DRUG):
+        await record_last_use(client, patient_id, substance, "2025-01-01")
+    clock.advance(5)
+    await _move(client, task_of(created), "received")
+    await _move(client, task_of(created), "accepted")
+    clock.advance(10)
+    await _move(client, task_of(created), "in-progress")
+    waits = _clock_of((await client.get(f"/ServiceRequest/{created['id']}/$timeline")).json())
+    assert waits["referred"] == "2026-03-02T09:00:00.000Z"
+    assert (waits["waitedDays"], waits["daysSinceReferral"], waits["daysHeldByGates"]) == (
+        10,
+        115,
+        100,
+    )
+    assert waits["endedBy"] == "treatment"

@@ -1,0 +1,208 @@
+"""A gate's hold ends only through the gate: evidence, a change of its mode, a recorded override
+or the referral's closure. Every decision is a row of the gate projection, and the record the
+rows are rebuilt from (the server's DetectedIssues) cannot be forged by a client."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import httpx
+import pytest
+
+from app.db import transaction
+from app.fhir.repository import as_utc
+from app.pathway.gate_release import reevaluate_held
+from app.pathway.projections import rebuild
+from app.pathway.repository import GateRepository
+from app.runtime import Runtime
+from tests.api.helpers import FHIR_JSON
+from tests.pathway.referrals import (
+    ALCOHOL,
+    ANY_DRUG,
+    business,
+    new_patient,
+    reason,
+    record_last_use,
+    referral,
+    role_in,
+    service,
+    task_of,
+)
+
+SOLWAY_GATE = "gate-abstinence-psychology-solway"
+GATE_ID = "https://fhir.waymark.org.uk/Id/gate"
+
+
+class FrozenClock:
+    def __init__(self) -> None:
+        self.now = datetime(2026, 6, 1, 9, 0, tzinfo=UTC)
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+@pytest.fixture
+def clock(runtime: Runtime) -> FrozenClock:
+    frozen = FrozenClock()
+    runtime.clock = frozen
+    return frozen
+
+
+async def _held_referral(http: httpx.AsyncClient) -> tuple[str, dict[str, Any]]:
+    patient_id = await new_patient(http, meets_gates=False)
+    requester = await role_in(http, await service(http, "solway-dat"))
+    body = referral(patient_id, requester, await service(http, "solway-psy"), "psychology")
+    created = await http.post("/ServiceRequest", json=body, headers=FHIR_JSON)
+    assert created.status_code == 201, created.text
+    request: dict[str, Any] = created.json()
+    task = (await http.get(f"/Task/{task_of(request)}")).json()
+    assert (task["status"], task["businessStatus"]["coding"][0]["code"]) == (
+        "on-hold",
+        "held-by-gate",
+    )
+    return patient_id, request
+
+
+async def _put_task(http: httpx.AsyncClient, task_id: str, **changes: Any) -> httpx.Response:
+    task = (await http.get(f"/Task/{task_id}")).json()
+    task.update(changes)
+    return await http.put(f"/Task/{task_id}", json=task, headers=FHIR_JSON)
+
+
+async def _rows(runtime: Runtime, request_id: str) -> list[Any]:
+    async with transaction(runtime.engine, write=False) as conn:
+        return list(await GateRepository(conn).of_referral(request_id))
+
+
+async def _issue(http: httpx.AsyncClient, request_id: str) -> dict[str, Any]:
+    found = await http.get("/DetectedIssue", params={"implicated": f"ServiceRequest/{request_id}"})
+    [entry] = found.json()["entry"]
+    issue: dict[str, Any] = entry["resource"]
+    return issue
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"status": "in-progress", "businessStatus": business("in-treatment")},
+        {"status": "requested", "businessStatus": business("awaiting-triage")},
+        {"status": "accepted", "businessStatus": business("waiting-list")},
+        {"businessStatus": business("waiting-list")},  # still on hold, but not by the gate
+    ],
+)
+async def test_a_plain_update_cannot_leave_a_gate_hold(
+    client: httpx.AsyncClient, runtime: Runtime, clock: FrozenClock, changes: dict[str, Any]
+) -> None:
+    _, request = await _held_referral(client)
+    task_id = task_of(request)
+    refused = await _put_task(client, task_id, **changes)
+    assert refused.status_code == 422, refused.text
+    diagnostics = refused.json()["issue"][0]["diagnostics"]
+    assert SOLWAY_GATE in diagnostics
+    assert "$override-gate" in diagnostics
+    assert "evidence" in diagnostics
+    task = (await client.get(f"/Task/{task_id}")).json()
+    assert (task["status"], task["meta"]["versionId"]) == ("on-hold", "1")
+    assert [(r.action, r.held, r.current) for r in await _rows(runtime, request["id"])] == [
+        ("held", True, True)
+    ]
+    assert "mitigation" not in await _issue(client, request["id"])
+
+
+async def test_cancelling_a_held_referral_closes_its_hold_for_good(
+    client: httpx.AsyncClient, runtime: Runtime, clock: FrozenClock
+) -> None:
+    patient_id, request = await _held_referral(client)
+    cancelled = await _put_task(
+        client,
+        task_of(request),
+        status="cancelled",
+        statusReason=reason(text="Moved out of the area"),
+        businessStatus=business("withdrawn"),
+    )
+    assert cancelled.status_code == 200, cancelled.text
+    rows = await _rows(runtime, request["id"])
+    assert [(r.seq, r.action, r.held, r.current) for r in rows] == [
+        (0, "held", True, False),
+        (1, "closed", False, True),
+    ]
+    # Evidence that would have met the gate arrives: nothing reopens or "releases" it.
+    for substance in (ALCOHOL, ANY_DRUG):
+        await record_last_use(client, patient_id, substance, "2025-01-01")
+    async with transaction(runtime.engine, write=True) as conn:
+        assert await reevaluate_held(runtime.store(conn), after="", limit=100) == (0, 0, None)
+    task = (await client.get(f"/Task/{task_of(request)}")).json()
+    assert task["status"] == "cancelled"
+    issue = await _issue(client, request["id"])
+    assert "mitigation" not in issue
+    live = await _rows(runtime, request["id"])
+    assert len(live) == 2
+    async with transaction(runtime.engine, write=True) as conn:
+        await rebuild(runtime.store(conn))
+    assert await _rows(runtime, request["id"]) == live
+
+
+async def test_a_changed_outcome_of_a_hold_is_a_row_and_rebuilt_equal(
+    client: httpx.AsyncClient, runtime: Runtime, clock: FrozenClock
+) -> None:
+    patient_id, request = await _held_referral(client)  # unknown: no evidence yet
+    await record_last_use(client, patient_id, ALCOHOL, "2026-05-01")  # still unknown: drugs
+    await record_last_use(client, patient_id, ANY_DRUG, "2026-05-20")  # now not met
+    clock.now += timedelta(days=30)
+    async with transaction(runtime.engine, write=True) as conn:
+        assert await reevaluate_held(runtime.store(conn), after="", limit=100) == (1, 0, None)
+    clock.now += timedelta(days=90)
+    async with transaction(runtime.engine, write=True) as conn:
+        assert await reevaluate_held(runtime.store(conn), after="", limit=100) == (1, 1, None)
+    live = await _rows(runtime, request["id"])
+    assert [(r.seq, r.action, r.outcome, r.held, r.released_by) for r in live] == [
+        (0, "held", "unknown", True, None),
+        (1, "reevaluated", "not-met", True, None),
+        (2, "released", "met", False, "evidence"),
+    ]
+    assert as_utc(live[2].released_at) == clock.now
+    async with transaction(runtime.engine, write=True) as conn:
+        await rebuild(runtime.store(conn))
+    assert await _rows(runtime, request["id"]) == live
+
+
+async def test_a_client_cannot_forge_or_edit_the_record_of_a_gate(
+    client: httpx.AsyncClient, runtime: Runtime, clock: FrozenClock
+) -> None:
+    patient_id, request = await _held_referral(client)
+    issue = await _issue(client, request["id"])
+    forged = {
+        **issue,
+        "mitigation": [
+            {
+                "extension": [
+                    {
+                        "url": "https://fhir.waymark.org.uk/StructureDefinition/gate-released-by",
+                        "valueCode": "override",
+                    }
+                ],
+                "action": {"text": "Released"},
+                "date": "2026-06-01T09:00:00.000Z",
+            }
+        ],
+    }
+    edited = await client.put(f"/DetectedIssue/{issue['id']}", json=forged, headers=FHIR_JSON)
+    assert edited.status_code == 422
+    assert edited.json()["issue"][0]["expression"] == ["DetectedIssue.code"]
+    new = {k: v for k, v in forged.items() if k not in ("id", "meta")}
+    assert (await client.post("/DetectedIssue", json=new, headers=FHIR_JSON)).status_code == 422
+    assert (await client.delete(f"/DetectedIssue/{issue['id']}")).status_code == 422
+    # A DetectedIssue of the client's own, not about a gate, is an ordinary resource.
+    own = {
+        "resourceType": "DetectedIssue",
+        "status": "final",
+        "patient": {"reference": f"Patient/{patient_id}"},
+        "detail": "Drug interaction flagged by the pharmacy",
+    }
+    assert (await client.post("/DetectedIssue", json=own, headers=FHIR_JSON)).status_code == 201
+    live = await _rows(runtime, request["id"])
+    async with transaction(runtime.engine, write=True) as conn:
+        await rebuild(runtime.store(conn))
+    assert await _rows(runtime, request["id"]) == live
+    assert [r.held for r in live] == [True]
