@@ -89,7 +89,7 @@ async def test_capability_statement_lists_the_routed_operations(client: httpx.As
         "pathway",
         "https://fhir.waymark.org.uk/OperationDefinition/pathway",
     ) in listed
-    assert len(listed) == 5
+    assert len(listed) == 6  # $timeline, $evaluate-gates, $gates, two $override-gate, $pathway
     for resource_type, name, definition in listed:
         # Each names an OperationDefinition that exists, for that type, with that code.
         seeded = json.loads(
