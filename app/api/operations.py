@@ -130,7 +130,7 @@ async def override_gate(
 
 @router.post(
     "/CarePlan/{resource_id}/$override-gate",
-    name="override-phase-gate",
+    name="override-gate",  # the OperationDefinition covers Task and CarePlan
     summary="Start phase 2 before phase 1 is complete, recording who, when and why",
     description=(
         "Body: a Parameters resource with `gate` (valueCode: the phase gate's code) and "
