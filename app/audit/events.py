@@ -118,6 +118,8 @@ class RequestAudit:
     done: list[_Done] = field(default_factory=list)
     #: Interactions that failed without failing the request (entries of a batch).
     failures: list[tuple[Attempt, int, str]] = field(default_factory=list)
+    #: What an operation's rules read for the caller (recorded in the operation's event).
+    consulted_by_operation: list[Touched] = field(default_factory=list)
 
     # -- the Access port ----------------------------------------------------------------------
 
@@ -163,19 +165,26 @@ class RequestAudit:
     ) -> None:
         self.failures.append((Attempt(interaction, resource_type, resource_id), status, reason))
 
+    def consulted(self, resources: Sequence[Touched]) -> None:
+        # An operation answers with what its rules read; a plain write's rules (a referral's
+        # gate evaluation) read for the server, and its events name what the caller did.
+        if self.operation is not None:
+            self.consulted_by_operation.extend(resources)
+
     # -- writing the trail ---------------------------------------------------------------------
 
     def documents(self) -> list[dict[str, Any]]:
         """The AuditEvents of what was done and of what failed without failing the request
         (batch entries), once: recording them empties the list."""
         recorded = self.clock()
-        if self.operation is not None and self.done:
+        if self.operation is not None and (self.done or self.consulted_by_operation):
             documents = [self._operation_event(recorded)]
         else:
             documents = [event for done in self.done for event in self._events(done, recorded)]
         documents += [self._failure(*failure) for failure in self.failures]
         self.done.clear()
         self.failures.clear()
+        self.consulted_by_operation.clear()
         return documents
 
     async def write(self, store: FhirStore) -> None:
@@ -210,6 +219,7 @@ class RequestAudit:
         assert self.operation is not None
         event = self._event(self.operation, recorded)
         touched = [t for done in self.done for t in done.touched]
+        touched += self.consulted_by_operation
         versions = sorted({_reference(*t) for t in touched})
         patients = sorted({p for t in touched for p in patients_of(*t)})
         event["entity"][:0] = [

@@ -49,6 +49,10 @@ class Access(Protocol):
     ) -> None:
         """Note that an interaction failed without failing the request (a batch entry)."""
 
+    def consulted(self, resources: Sequence[Touched]) -> None:
+        """Note resources the server read for its own rules while serving the caller (an
+        operation's summary reads them; the audit trail decides what to record)."""
+
 
 class OpenAccess:
     """Everything allowed, nothing recorded: the server's own work, on its own or on behalf
@@ -84,6 +88,9 @@ class OpenAccess:
         status: int,
         reason: str,
     ) -> None:
+        return None
+
+    def consulted(self, resources: Sequence[Touched]) -> None:
         return None
 
 

@@ -106,6 +106,7 @@ class FhirStore:
         stored = await self.repo.current(resource_type, resource_id)
         if stored is None or stored.content is None:
             return None
+        self.access.consulted([_touched(stored)])
         document: dict[str, Any] = orjson.loads(stored.content)
         return document
 
@@ -116,6 +117,7 @@ class FhirStore:
         server's own rules)."""
         request = parse_search(resource_type, params, default_count=count, max_count=count)
         page = await run_search(self.repo.conn, request, self.base_url)
+        self.access.consulted([(resource_type, rid, content) for rid, content in page.rows])
         return [orjson.loads(content) for _, content in page.rows]
 
     async def read(self, resource_type: str, resource_id: str) -> StoredVersion:

@@ -455,3 +455,28 @@ async def test_stopping_opioid_substitution_releases_a_gate_that_counts_it(
     )
     [issue] = await _issues(client, created["id"])
     assert issue["mitigation"][0]["action"]["text"] == "Released: the gate is now met"
+
+
+async def test_an_operation_audits_the_evidence_it_read(client: httpx.AsyncClient) -> None:
+    """$evaluate-gates reads a person's substance-use records for the caller: its one
+    AuditEvent names them, and the person."""
+    patient_id = await new_patient(client, meets_gates=False)
+    observation = await record_last_use(client, patient_id, ALCOHOL, "2025-01-01")
+    created = (await _refer(client, patient_id, "solway-dat", "solway-psy", "psychology")).json()
+    evaluation = await client.post(
+        f"/ServiceRequest/{created['id']}/$evaluate-gates", headers={"X-Request-ID": "eval-1"}
+    )
+    assert evaluation.status_code == 200
+    events = (await client.get("/AuditEvent", params={"subtype": "operation"})).json()
+    [event] = [
+        e["resource"]
+        for e in events["entry"]
+        if any(
+            x.get("what", {}).get("identifier", {}).get("value") == "eval-1"
+            for x in e["resource"]["entity"]
+        )
+    ]
+    assert event["subtype"][1]["code"] == "evaluate-gates"
+    named = {x["what"].get("reference", "").split("/_history")[0] for x in event["entity"]}
+    assert {f"Patient/{patient_id}", f"Observation/{observation}"} <= named
+    assert f"ServiceRequest/{created['id']}" in named
