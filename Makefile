@@ -17,7 +17,7 @@ run: install
 	mkdir -p var
 	$(BIN)/waymark migrate
 	$(BIN)/waymark seed-demo
-	$(BIN)/waymark client add local-operator --scope 'system/*.cruds' \
+	$(BIN)/waymark client add local-operator --scope 'system/*.cruds waymark/gate.override' \
 	  --key-file var/local-operator-key.json --exist-ok
 	@echo "To call the API, get a token in another shell:"
 	@echo '  TOKEN=$$($(BIN)/waymark token --client local-operator)'

@@ -70,7 +70,9 @@ def _settings_or_exit() -> Settings:
         return get_settings()
     except ValidationError as error:
         for problem in error.errors():
-            typer.echo(f"waymark: {problem['msg']}", err=True)
+            names = [f"WAYMARK_{str(part).upper()}" for part in problem["loc"]]
+            where = f"{', '.join(names)}: " if names else ""
+            typer.echo(f"waymark: {where}{problem['msg']}", err=True)
         raise typer.Exit(2) from None
 
 
@@ -319,6 +321,10 @@ def token(
         return granted
 
     granted = _in_transaction(grant)
+    asked = [s for text in scope or [] for s in text.split()]
+    if asked and sorted(granted) != sorted(asked):
+        # The token carries less than was asked for: say so rather than fail later with 403.
+        typer.echo(f"waymark: granted only {' '.join(granted)}", err=True)
     tokens = TokenService.from_settings(_settings_or_exit())
     typer.echo(tokens.mint(client_id=client, scopes=granted))
 

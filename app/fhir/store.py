@@ -89,6 +89,10 @@ class FhirStore:
         #: Warnings the write raised without refusing it (an advisory gate not met): the
         #: response carries them as OperationOutcome issues.
         self.warnings: list[Issue] = []
+        #: What the server's own rules derived from resources of a type (parsed definitions),
+        #: kept for the rest of this store's one transaction and forgotten as soon as a
+        #: resource of that type is written through it. Shared with as_server() copies.
+        self._derived: dict[str, dict[Any, Any]] = {}
 
     def as_server(self) -> FhirStore:
         """This store, on the same transaction, acting for the server itself: for domain
@@ -97,6 +101,10 @@ class FhirStore:
         server = copy.copy(self)
         server.access = OpenAccess(self.access.source)
         return server
+
+    def derived_from(self, resource_type: str) -> dict[Any, Any]:
+        """A memo for what is derived from ``resource_type`` resources in this transaction."""
+        return self._derived.setdefault(resource_type, {})
 
     # -- reads ---------------------------------------------------------------------------
 
@@ -321,12 +329,7 @@ class FhirStore:
         if not isinstance(operations, list):
             raise InvalidRequest("A JSON Patch document is an array of operations")
         assert current.content is not None
-        try:
-            patched = jsonpatch.JsonPatch(operations).apply(orjson.loads(current.content))
-        except (jsonpatch.InvalidJsonPatch, TypeError, AttributeError) as error:
-            raise InvalidRequest(f"The JSON Patch is malformed: {error}") from error
-        except (jsonpatch.JsonPatchException, jsonpatch.JsonPointerException) as error:
-            raise BusinessRuleViolation(f"The JSON Patch cannot be applied: {error}") from error
+        patched = _apply_patch(operations, orjson.loads(current.content))
         result = await self._update(
             resource_type, resource_id, patched, current.version_id, "patch"
         )
@@ -348,6 +351,7 @@ class FhirStore:
         watched = self.hooks.watches(resource_type) and current.content is not None
         before = orjson.loads(current.content or b"{}") if watched else None
         event = WriteEvent(self, "delete", resource_type, resource_id, before, None)
+        self._derived.pop(resource_type, None)
         await self.hooks.run_before(event)
         stored = StoredVersion(
             resource_type,
@@ -423,6 +427,7 @@ class FhirStore:
         ):
             before = orjson.loads(current.content)
         event = WriteEvent(self, interaction, resource_type, resource_id, before, document)
+        self._derived.pop(resource_type, None)
         await self.hooks.run_before(event)
         document = event.after or document
         version_id = 1 if current is None else current.version_id + 1
@@ -474,6 +479,35 @@ class FhirStore:
                 f"{stored.resource_type}/{stored.id} was changed by another request; "
                 "read it again and reapply the change"
             )
+
+
+def _apply_patch(operations: list[Any], document: dict[str, Any]) -> Any:
+    """``document`` with the JSON Patch applied, one operation at a time so that an error
+    can name the operation. jsonpatch's own messages quote the document (a patient's name and
+    NHS number): they never reach the client."""
+    for index, operation in enumerate(operations):
+        shown = (
+            f"operation {index} ({operation.get('op')} {operation.get('path')})"
+            if isinstance(operation, dict)
+            else f"operation {index}"
+        )
+        try:
+            document = jsonpatch.JsonPatch([operation]).apply(document)
+        except (jsonpatch.InvalidJsonPatch, TypeError, AttributeError, KeyError) as error:
+            raise InvalidRequest(
+                f"The JSON Patch is malformed at {shown}: each operation needs 'op', 'path' "
+                "and what that op takes ('value', or 'from')"
+            ) from error
+        except jsonpatch.JsonPatchTestFailed as error:
+            raise BusinessRuleViolation(
+                f"The JSON Patch's {shown} failed: the value there is not the one tested"
+            ) from error
+        except (jsonpatch.JsonPatchException, jsonpatch.JsonPointerException) as error:
+            raise BusinessRuleViolation(
+                f"The JSON Patch's {shown} cannot be applied: its path does not exist in the "
+                "resource, or names an array index out of range"
+            ) from error
+    return document
 
 
 def _touched(stored: StoredVersion) -> Touched:

@@ -109,8 +109,18 @@ async def sending_service(store: FhirStore, requester: Any) -> Service:
 
 
 async def routes(store: FhirStore) -> Routes:
-    """The routes of the active referral-routes PlanDefinition (none if it is missing)."""
-    plans = await store.find("PlanDefinition", [("url", ROUTES_PLAN), ("status", "active")])
+    """The routes of the active referral-routes PlanDefinition (none if it is missing), read
+    once per transaction."""
+    memo = store.derived_from("PlanDefinition")
+    if "routes" not in memo:
+        memo["routes"] = _routes_of(
+            await store.find("PlanDefinition", [("url", ROUTES_PLAN), ("status", "active")])
+        )
+    found: Routes = memo["routes"]
+    return found
+
+
+def _routes_of(plans: list[dict[str, Any]]) -> Routes:
     found = Routes()
     for plan in plans:
         for action in plan.get("action", []):

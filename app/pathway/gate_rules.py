@@ -43,41 +43,44 @@ async def gates_guarding(
     store: FhirStore, service: dict[str, Any]
 ) -> list[tuple[Gate, dict[str, Any]]]:
     """The active gates acting on a service, with their PlanDefinitions."""
-    plans = await store.find(
-        "PlanDefinition",
-        [
-            ("type", ",".join(f"{GATE_KIND}|{kind}" for kind in KINDS)),
-            ("status", "active"),
-        ],
-        count=500,
-    )
-    found = []
-    for plan in plans:
-        gate = gate_from(plan)
-        if gate.guards(service):
-            found.append((gate, plan))
-    return found
+    return [(gate, plan) for gate, plan in await _active_gates(store) if gate.guards(service)]
+
+
+async def _active_gates(store: FhirStore) -> list[tuple[Gate, dict[str, Any]]]:
+    """Every active gate, read and parsed once per transaction (``waymark gates reevaluate``
+    looks at hundreds of referrals in one)."""
+    memo = store.derived_from("PlanDefinition")
+    if "gates" not in memo:
+        plans = await store.find(
+            "PlanDefinition",
+            [
+                ("type", ",".join(f"{GATE_KIND}|{kind}" for kind in KINDS)),
+                ("status", "active"),
+            ],
+            count=500,
+        )
+        memo["gates"] = [(gate_from(plan), plan) for plan in plans]
+    gates: list[tuple[Gate, dict[str, Any]]] = memo["gates"]
+    return gates
 
 
 async def value_set_members(store: FhirStore, url: str) -> frozenset[tuple[str | None, str]]:
     """The (system, code) pairs a ValueSet's compose includes by enumeration."""
-    sets = await store.find("ValueSet", [("url", url)], count=1)
-    return frozenset(
-        (include.get("system"), str(concept["code"]))
-        for value_set in sets
-        for include in value_set.get("compose", {}).get("include", [])
-        for concept in include.get("concept", [])
-    )
+    memo = store.derived_from("ValueSet")
+    if url not in memo:
+        sets = await store.find("ValueSet", [("url", url)], count=1)
+        memo[url] = frozenset(
+            (include.get("system"), str(concept["code"]))
+            for value_set in sets
+            for include in value_set.get("compose", {}).get("include", [])
+            for concept in include.get("concept", [])
+        )
+    members: frozenset[tuple[str | None, str]] = memo[url]
+    return members
 
 
 async def value_set_codes(store: FhirStore, url: str) -> frozenset[str]:
-    sets = await store.find("ValueSet", [("url", url)], count=1)
-    return frozenset(
-        str(concept["code"])
-        for value_set in sets
-        for include in value_set.get("compose", {}).get("include", [])
-        for concept in include.get("concept", [])
-    )
+    return frozenset(code for _, code in await value_set_members(store, url))
 
 
 # -- evaluation ------------------------------------------------------------------------------

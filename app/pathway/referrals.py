@@ -394,14 +394,18 @@ async def _follow_task(store: FhirStore, service_request_id: str, task_status: s
 
 async def clock_pausing_reasons(store: FhirStore) -> frozenset[str]:
     """Hold reasons the person owns (the hold-reason CodeSystem's pauses-clock property)."""
-    systems = await store.find("CodeSystem", [("url", HOLD_REASON)], count=1)
-    return frozenset(
-        str(concept["code"])
-        for system in systems
-        for concept in system.get("concept", [])
-        for prop in concept.get("property", [])
-        if prop.get("code") == PAUSES_CLOCK and prop.get("valueBoolean") is True
-    )
+    memo = store.derived_from("CodeSystem")
+    if HOLD_REASON not in memo:
+        systems = await store.find("CodeSystem", [("url", HOLD_REASON)], count=1)
+        memo[HOLD_REASON] = frozenset(
+            str(concept["code"])
+            for system in systems
+            for concept in system.get("concept", [])
+            for prop in concept.get("property", [])
+            if prop.get("code") == PAUSES_CLOCK and prop.get("valueBoolean") is True
+        )
+    reasons: frozenset[str] = memo[HOLD_REASON]
+    return reasons
 
 
 def _liberation_date(document: dict[str, Any]) -> date | None:

@@ -138,6 +138,32 @@ async def test_patch_that_breaks_the_resource_is_refused(client: httpx.AsyncClie
     assert (await client.get(url)).json()["meta"]["versionId"] == "1"
 
 
+async def test_patch_errors_name_the_operation_and_never_quote_the_resource(
+    client: httpx.AsyncClient,
+) -> None:
+    resource = (await create(client, patient("9434765919"))).json()
+    url = f"/Patient/{resource['id']}"
+    headers = {"Content-Type": "application/json-patch+json"}
+    for operations, status in (
+        (
+            [
+                {"op": "add", "path": "/active", "value": True},
+                {"op": "replace", "path": "/nope/0", "value": 1},
+            ],
+            422,
+        ),
+        ([{"op": "test", "path": "/name/0/family", "value": "Someone else"}], 422),
+        ([{"op": "replace", "path": "/name/9/family", "value": "X"}], 422),
+        ([{"op": "move", "path": "/active"}], 400),
+    ):
+        response = await client.patch(url, json=operations, headers=headers)
+        assert response.status_code == status, response.text
+        text = response.json()["issue"][0]["diagnostics"]
+        assert f"operation {len(operations) - 1} (" in text
+        for private in ("9434765919", resource["name"][0]["family"]):
+            assert private not in response.text
+
+
 async def test_delete_then_read_is_410_and_history_keeps_the_tombstone(
     client: httpx.AsyncClient,
 ) -> None:

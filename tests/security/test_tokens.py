@@ -615,6 +615,7 @@ def test_the_cli_registers_clients_and_mints_tokens(
     principal = verifier.verify_access_token(minted.stdout.strip())
     assert principal.client_id == name
     assert principal.scopes == frozenset({"system/Task.rs"})  # Flag.c is not allowed
+    assert "granted only system/Task.rs" in minted.stderr  # and the operator is told
 
     new_keys = tmp_path / "new.json"
     new_keys.write_text(public_jwks(keys["ES384"]))
