@@ -5,15 +5,28 @@ Alembic migration (:func:`app.migrate.upgrade`) and loads ``--count`` current re
 with its first version, in a realistic mix and order:
 
 * a directory first: ``--organizations`` Organizations (GP practices, trusts, prisons, third
-  sector) and ``--services`` HealthcareServices (drug and alcohol, psychology, CMHT, ...);
+  sector), ``--services`` HealthcareServices (drug and alcohol, psychology, CMHT, ...: the
+  Waymark service kind in ``type``, as the app reads it, with a SNOMED CT type beside it) and
+  one PractitionerRole per service (its referrers: ``healthcareService`` = the service);
 * then, in blocks of 20 in time order: 2 Patients (valid NHS numbers, modulus 11), 3 referrals
-  (ServiceRequest, category SNOMED 3457005, subject, requester = a GP practice, performer = a
-  HealthcareService), each followed by its Task (focus, for, owner = the same service, status
-  by age: old referrals are mostly completed, recent ones mostly requested or in progress), and
-  12 Observations (AUDIT-C, units of alcohol, last use of a substance, readiness reviews).
+  (ServiceRequest, category SNOMED 3457005, subject, requester = the PractitionerRole of a
+  sending service, performer = a HealthcareService, along a route of the seeded
+  ``referral-routes`` PlanDefinition, with the extensions the app adds: ``referral-task``,
+  ``referring-service``, and ``liberation-date`` for throughcare from prison), each followed
+  by its Task (the app's shape: focus, for, owner = the same service, code and requester of
+  the referral; status by age: old referrals are mostly completed, recent ones mostly
+  requested or in progress; businessStatus from CodeSystem ``referral-state``, a
+  ``statusReason`` where the workflow needs one), and 12 Observations (AUDIT-C, units of
+  alcohol, gate evidence: ``gate-evidence|last-use-date`` and ``|use-days-past-28`` with the
+  substance in a component, and readiness reviews ``pathway-codes|readiness-review``).
 
 So 10% Patients, 15% ServiceRequests, 15% Tasks and 60% Observations; busy services (drug and
-alcohol) get more referrals than quiet ones (Zipf weights), as in life.
+alcohol) get more referrals than quiet ones (Zipf weights), as in life; services of a kind no
+route leads into (third sector, social work) receive none. The Waymark codes and URLs are the
+app's (``app.canonical``, ``app.pathway``) and the displays those of ``seed/terminology``, so a
+code the app does not know fails at import. No pathway projection rows are written (no write
+hook runs), and the definitions are not loaded: run ``waymark seed`` on the database before
+serving it (``bench.search_scale`` does).
 
 The rows are the app's own: each document goes through ``FhirStore._write`` (the code a create
 runs after validation: ``meta``, the stored bytes, :func:`app.fhir.search.index.index_rows`) with a
@@ -57,6 +70,19 @@ from app.fhir.repository import ResourceRepository, StoredVersion, _pg_parameter
 from app.fhir.search.index import IndexRows
 from app.fhir.store import FhirStore
 from app.fhir.validation import validate_resource
+from app.pathway.codes import (
+    HOLD_REASON,
+    LIBERATION_DATE,
+    PATIENT_REFERRAL,
+    REFERRAL_STATE,
+    REFERRAL_TASK,
+    REFERRING_SERVICE,
+    SERVICE_KIND,
+)
+from app.pathway.directory import Routes, _routes_of
+from app.pathway.gates import GATE_EVIDENCE, GATE_SUBSTANCES, SERVICE_ID
+from app.pathway.phases import PATHWAY_CODES, READINESS_REVIEW, REVIEW_ANSWERS
+from app.pathway.seed import seed_dir
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS_DIR = ROOT / "bench" / "results"
@@ -65,14 +91,12 @@ DEFAULT_DATABASE = "waymark_bench_scale"
 BASE_URL = "http://127.0.0.1:8000"  # what the served app calls itself; absolute refs use it
 CHI_SYSTEM = "https://fhir.nhs.scot/Id/chi-number"
 
-SNOMED = "http://snomed.info/sct"
+SNOMED = "http://snomed.info/sct"  # == app.pathway.codes.SNOMED
 LOINC = "http://loinc.org"
 UCUM = "http://unitsofmeasure.org"
 UK_CORE = "https://fhir.hl7.org.uk/StructureDefinition"
 UK_CODES = "https://fhir.hl7.org.uk/CodeSystem"
-WAYMARK_CS = "https://waymark.nhs.uk/fhir/CodeSystem"
 UBRN_SYSTEM = "https://fhir.nhs.uk/Id/UBRN"
-TASK_CODE = "http://hl7.org/fhir/CodeSystem/task-code"
 OBS_CATEGORY = "http://terminology.hl7.org/CodeSystem/observation-category"
 
 #: The tables the app writes, and the columns of each, in the order rows are built below.
@@ -93,6 +117,54 @@ TABLES: dict[str, tuple[str, ...]] = {
     "search_date": ("resource_type", "param", "low", "high", "resource_id"),
     "search_quantity": ("resource_type", "param", "value", "system", "code", "resource_id"),
 }
+
+
+# -- Waymark's terminology and routes, as the app serves them ----------------------------------
+
+
+def _seed_file(name: str) -> dict[str, Any]:
+    document: dict[str, Any] = orjson.loads((seed_dir() / name).read_bytes())
+    return document
+
+
+def _code_system(url: str) -> dict[str, str]:
+    """Code -> display of a Waymark CodeSystem (``seed/terminology``)."""
+    document = _seed_file(f"terminology/CodeSystem-{url.rsplit('/', 1)[-1]}.json")
+    assert document["url"] == url, (document["url"], url)
+    found: dict[str, str] = {}
+    concepts = list(document.get("concept", []))
+    while concepts:
+        concept = concepts.pop(0)
+        found[concept["code"]] = concept.get("display", concept["code"])
+        concepts += concept.get("concept", [])
+    return found
+
+
+def _value_set(url: str) -> list[tuple[str, str, str]]:
+    """(system, code, display) of the concepts a Waymark ValueSet lists."""
+    document = _seed_file(f"terminology/ValueSet-{url.rsplit('/', 1)[-1]}.json")
+    assert document["url"] == url, (document["url"], url)
+    return [
+        (include["system"], concept["code"], concept.get("display", concept["code"]))
+        for include in document["compose"]["include"]
+        for concept in include.get("concept", [])
+    ]
+
+
+DISPLAYS = {
+    system: _code_system(system)
+    for system in (SERVICE_KIND, REFERRAL_STATE, HOLD_REASON, PATHWAY_CODES, GATE_EVIDENCE)
+}
+#: The substances an abstinence gate may name (SNOMED CT), for gate evidence.
+EVIDENCE_SUBSTANCES = _value_set(GATE_SUBSTANCES)
+#: Which service kinds may refer into which: the seeded referral-routes PlanDefinition.
+ROUTES: Routes = _routes_of([_seed_file("pathway/PlanDefinition-referral-routes.json")])
+
+
+def waymark_coding(system: str, code: str) -> dict[str, str]:
+    """A coding of a Waymark CodeSystem with its display (KeyError: not a code it has)."""
+    return {"system": system, "code": code, "display": DISPLAYS[system][code]}
+
 
 #: One block of the time-ordered stream (after the directory): P(atient), R(eferral, then its
 #: Task), O(bservation). 20 resources: 2 P, 3 R + 3 T, 12 O.
@@ -139,8 +211,17 @@ class Mix:
     services: int
 
     @property
+    def roles(self) -> int:
+        """PractitionerRoles: one per service."""
+        return self.services
+
+    @property
+    def directory(self) -> int:
+        return self.organizations + self.services + self.roles
+
+    @property
     def stream(self) -> int:
-        return max(0, self.count - self.organizations - self.services)
+        return max(0, self.count - self.directory)
 
     def of(self, letter: str) -> int:
         """Resources of one kind (P, R, T, O) in the stream."""
@@ -208,17 +289,28 @@ ETHNIC = (("A", "White - British"), ("B", "White - Irish"), ("H", "Asian - India
           ("J", "Asian - Pakistani"), ("N", "Black - African"), ("Z", "Not stated"))  # fmt: skip
 
 TASK_STATES = {
-    # status: (businessStatus code, display)
-    "requested": ("awaiting-triage", "Awaiting triage"),
-    "received": ("awaiting-triage", "Awaiting triage"),
-    "accepted": ("waiting-list", "On the waiting list"),
-    "in-progress": ("in-treatment", "In treatment"),
-    "on-hold": ("held-by-gate", "Held by an entry criterion"),
-    "completed": ("discharged", "Discharged"),
-    "rejected": ("declined", "Declined by the service"),
-    "cancelled": ("withdrawn", "Withdrawn"),
-    "failed": ("lost-to-follow-up", "Lost to follow-up"),
+    # status: the businessStatus codes (CodeSystem referral-state) a Task in it may have
+    "requested": ("awaiting-triage",),
+    "received": ("triaged",),
+    "accepted": ("waiting-list", "waiting-list", "appointment-booked"),
+    "in-progress": ("in-treatment",),
+    "on-hold": ("on-hold",),
+    "completed": ("discharged",),
+    "rejected": ("declined",),
+    "cancelled": ("withdrawn",),
+    "failed": ("discharged",),
 }
+# Why, for the statuses the workflow wants a statusReason for (app.pathway.workflow.NEEDS_REASON):
+# holds are coded from hold-reason (not gate-not-met: no gate held these), the rest are text.
+HOLD_REASONS = ("patient-unavailable", "patient-in-hospital", "awaiting-information",
+                "service-capacity")  # fmt: skip
+STATUS_REASONS = {
+    "rejected": ("Does not meet the service's criteria; advice sent to the referrer",
+                 "Already known to another team in the area"),
+    "cancelled": ("Withdrawn at the person's request", "Moved out of the area"),
+    "failed": ("Did not attend after three offers of an appointment",
+               "No contact after repeated attempts"),
+}  # fmt: skip
 # Task status by the referral's age: (days younger than, [(status, weight), ...]).
 TASK_STATUS_BY_AGE = (
     (21, (("requested", 55), ("received", 15), ("accepted", 15), ("on-hold", 10),
@@ -234,14 +326,6 @@ SR_STATUS_FOR_TASK = {
     "cancelled": "revoked",
     "failed": "revoked",
 }
-
-SUBSTANCES = (
-    ("228366006", "Finding relating to drug misuse behavior", "Heroin"),
-    ("228273003", "Finding relating to alcohol drinking behavior", "Alcohol"),
-    ("229819007", "Tobacco use and exposure", "Tobacco"),
-    ("228367002", "Finding relating to cocaine use", "Crack cocaine"),
-    ("228424003", "Finding relating to benzodiazepine use", "Street benzodiazepines"),
-)
 
 
 # -- documents -----------------------------------------------------------------------------------
@@ -288,7 +372,8 @@ def _address(rng: random.Random) -> dict[str, Any]:
 
 
 class Directory:
-    """Organizations and HealthcareServices: ids, kinds, and how busy each service is."""
+    """Organizations, HealthcareServices and their PractitionerRoles: ids, kinds, names, and
+    how busy each service is."""
 
     def __init__(self, seed: int, organizations: int, services: int) -> None:
         rng = random.Random(seed * 7 + 1)
@@ -308,7 +393,28 @@ class Directory:
         order = list(range(services))
         rng.shuffle(order)
         self.service_weights = [1.0 / (1 + order[n]) ** 0.8 for n in range(services)]
-        self._cumulative = list(_accumulate(self.service_weights))
+        self.service_names = [
+            f"{rng.choice(CITIES)[0]} {_service_kind(kind)[4]}" for kind in self.service_kinds
+        ]
+        self.role_ids = [resource_id(seed, "PractitionerRole", n) for n in range(services)]
+        self.by_kind: dict[str, list[int]] = {}
+        for n, kind in enumerate(self.service_kinds):
+            self.by_kind.setdefault(kind, []).append(n)
+        # Referrals go only along the routes: into a kind some kind present may refer into.
+        receiving = [
+            weight if self.senders_into(kind) else 0.0
+            for kind, weight in zip(self.service_kinds, self.service_weights, strict=True)
+        ]
+        self._cumulative = list(_accumulate(receiving if any(receiving) else self.service_weights))
+
+    def senders_into(self, kind: str) -> list[str]:
+        """The kinds present in the directory that may refer into ``kind``."""
+        return sorted(k for k in ROUTES.into.get(kind, ()) if self.by_kind.get(k))
+
+    def pick_sender(self, rng: random.Random, service: int) -> int | None:
+        """A service that may refer into ``service`` (None when no route leads into it)."""
+        kinds = self.senders_into(self.service_kinds[service])
+        return rng.choice(self.by_kind[rng.choice(kinds)]) if kinds else None
 
     @classmethod
     def from_ids(
@@ -373,19 +479,40 @@ def organization(d: Directory, n: int, rng: random.Random) -> dict[str, Any]:
     return document
 
 
+def _service_kind(kind: str) -> tuple[str, float, str, str, str]:
+    return next(k for k in SERVICE_KINDS if k[0] == kind)
+
+
 def healthcare_service(d: Directory, n: int, rng: random.Random) -> dict[str, Any]:
+    """A service as the app reads one (app.pathway.directory.service_from): active, one
+    Waymark service kind in ``type``; a SNOMED CT type beside it."""
     kind = d.service_kinds[n]
-    entry = next(k for k in SERVICE_KINDS if k[0] == kind)
-    city = rng.choice(CITIES)[0]
+    entry = _service_kind(kind)
+    kind_coding = waymark_coding(SERVICE_KIND, kind)
     return {
         "resourceType": "HealthcareService",
-        "identifier": [{"system": "https://waymark.nhs.uk/Id/service", "value": f"svc-{n:04d}"}],
+        "identifier": [{"system": SERVICE_ID, "value": f"svc-{n:04d}"}],
         "active": True,
         "providedBy": {"reference": f"Organization/{d.service_org[n]}"},
-        "category": [_concept(f"{WAYMARK_CS}/service-kind", kind, entry[4])],
-        "type": [_concept(SNOMED, entry[2], entry[3])],
-        "name": f"{city} {entry[4]}",
+        "type": [
+            {"coding": [kind_coding], "text": kind_coding["display"]},
+            _concept(SNOMED, entry[2], entry[3]),
+        ],
+        "name": d.service_names[n],
         "telecom": [{"system": "email", "value": f"svc{n}@example.nhs.uk", "use": "work"}],
+    }
+
+
+def practitioner_role(d: Directory, n: int) -> dict[str, Any]:
+    """The referrers of service ``n``: how UK Core names a referral's sending service."""
+    return {
+        "resourceType": "PractitionerRole",
+        "active": True,
+        "organization": {"reference": f"Organization/{d.service_org[n]}"},
+        "healthcareService": [
+            {"reference": f"HealthcareService/{d.service_ids[n]}", "display": d.service_names[n]}
+        ],
+        "telecom": [{"system": "email", "value": f"referrals{n}@example.nhs.uk", "use": "work"}],
     }
 
 
@@ -431,6 +558,37 @@ def patient(d: Directory, n: int, rng: random.Random, when: datetime) -> dict[st
     return document
 
 
+def referral(
+    n: int,
+    rng: random.Random,
+    when: datetime,
+    *,
+    kind: str,
+    subject: str,
+    requester: str,
+    performer: str,
+    status: str = "active",
+) -> dict[str, Any]:
+    """A referral into a service of ``kind`` as a sending system makes one (references as
+    given: ``Patient/<id>`` or a ``urn:uuid:``, ``PractitionerRole/<id>``, ...)."""
+    entry = _service_kind(kind)
+    return {
+        "resourceType": "ServiceRequest",
+        "identifier": [{"system": UBRN_SYSTEM, "value": f"{n:012d}"}],
+        "status": status,
+        "intent": "order",
+        "category": [_concept(SNOMED, PATIENT_REFERRAL, "Patient referral")],
+        "priority": "urgent" if rng.random() < 0.1 else "routine",
+        "code": _concept(SNOMED, entry[2], entry[3]),
+        "subject": {"reference": subject},
+        "authoredOn": _instant(when),
+        "requester": {"reference": requester},
+        "performer": [{"reference": performer}],
+        "reasonCode": [_concept(SNOMED, *rng.choice(REASONS))],
+        "note": [{"text": "Referred after review; consent to share recorded."}],
+    }
+
+
 def service_request(
     d: Directory,
     n: int,
@@ -439,51 +597,83 @@ def service_request(
     patient_id: str,
     service: int,
     status: str,
+    *,
+    task_id: str,
+    sender: int | None,
 ) -> dict[str, Any]:
-    kind = d.service_kinds[service]
-    entry = next(k for k in SERVICE_KINDS if k[0] == kind)
-    document: dict[str, Any] = {
-        "resourceType": "ServiceRequest",
-        "identifier": [{"system": UBRN_SYSTEM, "value": f"{n:012d}"}],
-        "status": status,
-        "intent": "order",
-        "category": [_concept(SNOMED, "3457005", "Patient referral")],
-        "priority": "urgent" if rng.random() < 0.1 else "routine",
-        "code": _concept(SNOMED, entry[2], entry[3]),
-        "subject": {"reference": f"Patient/{patient_id}"},
-        "authoredOn": _instant(when),
-        "requester": {"reference": f"Organization/{rng.choice(d.gp_orgs)}"},
-        "performer": [{"reference": f"HealthcareService/{d.service_ids[service]}"}],
-        "reasonCode": [_concept(SNOMED, *rng.choice(REASONS))],
-        "note": [{"text": "Referred after review; consent to share recorded."}],
-    }
-    return document
+    """A referral as the app stores it: the sender's PractitionerRole as requester, and the
+    extensions the server keeps (its Task, the referring service; the liberation date of
+    throughcare from prison, which the sender gives)."""
+    requester = (
+        f"PractitionerRole/{d.role_ids[sender]}"
+        if sender is not None
+        else f"Organization/{rng.choice(d.gp_orgs)}"
+    )
+    document = referral(
+        n,
+        rng,
+        when,
+        kind=d.service_kinds[service],
+        subject=f"Patient/{patient_id}",
+        requester=requester,
+        performer=f"HealthcareService/{d.service_ids[service]}",
+        status=status,
+    )
+    extensions: list[dict[str, Any]] = []
+    if sender is not None:
+        route = (d.service_kinds[sender], d.service_kinds[service])
+        if route in ROUTES.needs_liberation_date:
+            liberation = when.date() + timedelta(days=rng.randint(7, 120))
+            extensions.append({"url": LIBERATION_DATE, "valueDate": liberation.isoformat()})
+    extensions.append({"url": REFERRAL_TASK, "valueReference": {"reference": f"Task/{task_id}"}})
+    if sender is not None:
+        extensions.append(
+            {
+                "url": REFERRING_SERVICE,
+                "valueReference": {
+                    "reference": f"HealthcareService/{d.service_ids[sender]}",
+                    "display": d.service_names[sender],
+                },
+            }
+        )
+    return {"resourceType": "ServiceRequest", "extension": extensions} | document
 
 
 def task(
     d: Directory,
     rng: random.Random,
     when: datetime,
+    service_request: dict[str, Any],
     sr_id: str,
     patient_id: str,
     service: int,
     status: str,
 ) -> dict[str, Any]:
-    business, display = TASK_STATES[status]
+    """The referral's Task as the app makes it (app.pathway.referrals), then moved along the
+    workflow to ``status`` with the business state and reason such a move carries."""
     document: dict[str, Any] = {
         "resourceType": "Task",
         "status": status,
-        "businessStatus": _concept(f"{WAYMARK_CS}/referral-state", business, display),
+        "businessStatus": {
+            "coding": [waymark_coding(REFERRAL_STATE, rng.choice(TASK_STATES[status]))]
+        },
         "intent": "order",
-        "priority": "routine",
-        "code": _concept(TASK_CODE, "fulfill", "Fulfill the focal request"),
         "focus": {"reference": f"ServiceRequest/{sr_id}"},
         "for": {"reference": f"Patient/{patient_id}"},
-        "authoredOn": _instant(when),
+        "authoredOn": service_request["authoredOn"],
         "lastModified": _instant(when + timedelta(hours=rng.randint(0, 24 * 30))),
-        "requester": {"reference": f"Organization/{rng.choice(d.gp_orgs)}"},
-        "owner": {"reference": f"HealthcareService/{d.service_ids[service]}"},
+        "owner": {
+            "reference": f"HealthcareService/{d.service_ids[service]}",
+            "display": d.service_names[service],
+        },
+        "requester": service_request["requester"],
+        "code": service_request["code"],
     }
+    if status == "on-hold":
+        reason = waymark_coding(HOLD_REASON, rng.choice(HOLD_REASONS))
+        document["statusReason"] = {"coding": [reason], "text": reason["display"]}
+    elif status in STATUS_REASONS:
+        document["statusReason"] = {"text": rng.choice(STATUS_REASONS[status])}
     if status not in ("requested", "received"):
         document["executionPeriod"] = {"start": _instant(when + timedelta(days=rng.randint(1, 21)))}
     return document
@@ -519,20 +709,30 @@ def observation(
             "unit": "units/week",
         }
     elif roll < 0.95:
-        code, display, text = rng.choice(SUBSTANCES)
+        # Gate evidence (README "Gates"): the date of last use, or days used in the past 28,
+        # of a substance the gates may name, in a component.
+        system, code, display = rng.choice(EVIDENCE_SUBSTANCES)
         document["category"] = [_concept(OBS_CATEGORY, "social-history", "Social History")]
-        document["code"] = _concept(SNOMED, code, display) | {"text": f"Last use: {text}"}
-        document["valueDateTime"] = _day(when - timedelta(days=rng.randint(0, 400)))
+        if roll < 0.85:
+            document["code"] = {"coding": [waymark_coding(GATE_EVIDENCE, "last-use-date")]}
+            document["valueDateTime"] = _day(when - timedelta(days=rng.randint(0, 400)))
+        else:
+            document["code"] = {"coding": [waymark_coding(GATE_EVIDENCE, "use-days-past-28")]}
+            document["valueInteger"] = rng.choice((0, 0, 0, 1, 2, 4, 8, 12, 20, 28))
+        document["component"] = [
+            {
+                "code": {"coding": [waymark_coding(GATE_EVIDENCE, "substance")]},
+                "valueCodeableConcept": _concept(system, code, display),
+            }
+        ]
     else:
-        document["category"] = [_concept(OBS_CATEGORY, "exam", "Exam")]
-        document["code"] = _concept(
-            f"{WAYMARK_CS}/pathway-observation",
-            "phase-2-readiness",
-            "Readiness for trauma-focussed work",
-        )
-        document["valueCodeableConcept"] = _concept(
-            f"{WAYMARK_CS}/readiness", rng.choice(("ready", "not-yet")), "Readiness"
-        )
+        # A readiness review (README "Phases"): ready, not-ready or deferred, with performer,
+        # date and note.
+        document["category"] = [_concept(OBS_CATEGORY, "survey", "Survey")]
+        document["code"] = {"coding": [waymark_coding(PATHWAY_CODES, READINESS_REVIEW)]}
+        answer = waymark_coding(PATHWAY_CODES, rng.choice(REVIEW_ANSWERS))
+        document["valueCodeableConcept"] = {"coding": [answer], "text": answer["display"]}
+        document["note"] = [{"text": "Grounding skills in use; safety plan reviewed."}]
     if sr_id is not None:
         document["basedOn"] = [{"reference": f"ServiceRequest/{sr_id}"}]
     return document
@@ -568,10 +768,13 @@ def stream(mix: Mix, seed: int, end: datetime) -> Iterator[Planned]:
         yield Planned("Organization", org_id, directory_time, organization(d, n, rng))
     for n, svc_id in enumerate(d.service_ids):
         yield Planned("HealthcareService", svc_id, directory_time, healthcare_service(d, n, rng))
+    for n, role_id in enumerate(d.role_ids):
+        yield Planned("PractitionerRole", role_id, directory_time, practitioner_role(d, n))
     total = mix.stream
     sequence = _block_sequence()
     patients = referrals = 0
-    last_referral: tuple[str, str, int, str] | None = None  # SR id, patient id, service, status
+    # The referral whose Task comes next: SR id, its document, patient id, service, Task status.
+    last_referral: tuple[str, dict[str, Any], str, int, str] | None = None
     recent_referrals: list[tuple[str, str]] = []  # (SR id, patient id), for Observations
     step = SPAN_DAYS * 86400 / max(1, total)
     for position in range(total):
@@ -595,22 +798,31 @@ def stream(mix: Mix, seed: int, end: datetime) -> Iterator[Planned]:
             task_status = _weighted(rng, weights)
             sr_status = SR_STATUS_FOR_TASK.get(task_status, "active")
             sr_id = resource_id(seed, "ServiceRequest", referrals)
-            yield Planned(
-                "ServiceRequest",
-                sr_id,
+            document = service_request(
+                d,
+                referrals,
+                rng,
                 when,
-                service_request(d, referrals, rng, when, patient_id, service, sr_status),
+                patient_id,
+                service,
+                sr_status,
+                task_id=resource_id(seed, "Task", referrals),
+                sender=d.pick_sender(rng, service),
             )
+            yield Planned("ServiceRequest", sr_id, when, document)
             referrals += 1
-            last_referral = (sr_id, patient_id, service, task_status)
+            last_referral = (sr_id, document, patient_id, service, task_status)
             recent_referrals.append((sr_id, patient_id))
             del recent_referrals[:-500]
             continue
         if kind == "T" and last_referral is not None:
-            sr_id, patient_id, service, task_status = last_referral
+            sr_id, referred, patient_id, service, task_status = last_referral
             task_id = resource_id(seed, "Task", referrals - 1)
             yield Planned(
-                "Task", task_id, when, task(d, rng, when, sr_id, patient_id, service, task_status)
+                "Task",
+                task_id,
+                when,
+                task(d, rng, when, referred, sr_id, patient_id, service, task_status),
             )
             last_referral = None
             continue
@@ -933,7 +1145,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--sizes", action="store_true", help="only print the sizes of the database")
     parser.add_argument("--drop", action="store_true", help="only drop the database")
     options = parser.parse_args(argv)
-    if options.count < options.organizations + options.services + BLOCK_SIZE:
+    if options.count < Mix(0, options.organizations, options.services).directory + BLOCK_SIZE:
         parser.error("--count is smaller than the directory plus one block")
     return options
 
@@ -952,6 +1164,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(
         f"Loading {options.count:,} resources into {options.database}: "
         f"{options.organizations} Organizations, {options.services} HealthcareServices, "
+        f"{mix.roles} PractitionerRoles, "
         f"{mix.of('P'):,} Patients, {mix.of('R'):,} ServiceRequests, {mix.of('T'):,} Tasks, "
         f"{mix.of('O'):,} Observations; load average "
         f"{' '.join(f'{v:.2f}' for v in os.getloadavg())}",

@@ -2,6 +2,9 @@
 
 Runs against a database loaded by :mod:`bench.generate` (default ``waymark_bench_scale``):
 
+0. loads the pathway definitions with ``waymark seed`` (idempotent: Waymark's CodeSystems,
+   ValueSets, the referral routes and the phase gate; the load has none, and referrals need
+   the routes);
 1. draws realistic parameters from the loaded data (a fixed ``--seed``, so runs at different
    sizes draw alike): NHS numbers of random Patients, random HealthcareServices (the owners of
    Tasks) and random referrals;
@@ -18,7 +21,12 @@ Runs against a database loaded by :mod:`bench.generate` (default ``waymark_bench
    * ``worklist``   GET /Task?owner=HealthcareService/<id>&status=requested
    * ``revinclude`` GET /ServiceRequest?_id=<id>&_revinclude=Task:focus
    * ``transaction`` POST / : a transaction of 20 entries (a Patient by conditional create with
-     a new NHS number, 3 ServiceRequests and 16 Observations linked by urn:uuid);
+     a new NHS number, 3 referrals and 16 Observations linked by urn:uuid). The referrals are
+     ones the pathway accepts: from a GP service (a PractitionerRole made through the API at
+     the start, ``healthcareService`` = a ``gp`` service of the load) to three distinct drug and
+     alcohol services (a route of ``referral-routes``; a second open referral for the same
+     person to the same service would be refused), SNOMED 417096006, category 3457005,
+     status active, intent order; each makes its Task in the same transaction;
 
 4. then the plans: with ``auto_explain`` (log_analyze, buffers) and statement logging turned on
    for this database only (``ALTER DATABASE ... SET``, reset afterwards), a second server with
@@ -58,7 +66,9 @@ import httpx
 import orjson
 
 from app.fhir.identifiers import NHS_NUMBER_SYSTEM
-from bench import generate
+from app.pathway.codes import SERVICE_KIND
+from app.pathway.directory import service_from
+from bench import generate, loadrun
 from bench.crud import (
     BenchError,
     _background_load,
@@ -92,6 +102,11 @@ FHIR_JSON = "application/fhir+json"
 # -- parameters drawn from the data -----------------------------------------------------------
 
 
+#: The transaction's route: GP (the sender) to drug and alcohol (the receiving services).
+SENDING_KIND, RECEIVING_KIND = "gp", "drug-alcohol"
+REFERRALS_PER_TRANSACTION = 3
+
+
 @dataclass
 class Draws:
     nhs_numbers: list[str]
@@ -99,6 +114,8 @@ class Draws:
     referrals: list[str]
     services: list[str]
     gp_practices: list[str]
+    #: Active services with a Waymark kind, by kind (as the app reads HealthcareService.type).
+    services_by_kind: dict[str, list[str]]
 
 
 async def draw(dsn: str, seed: int, count: int) -> Draws:
@@ -116,13 +133,16 @@ async def draw(dsn: str, seed: int, count: int) -> Draws:
                 count,
             )
         ]
-        services = [
-            r[0]
-            for r in await conn.fetch(
-                "SELECT id FROM resource WHERE resource_type = 'HealthcareService' "
-                "AND NOT deleted ORDER BY id"
-            )
-        ]
+        services_by_kind: dict[str, list[str]] = {}
+        services = []
+        for row in await conn.fetch(
+            "SELECT id, content FROM resource WHERE resource_type = 'HealthcareService' "
+            "AND NOT deleted ORDER BY id"
+        ):
+            services.append(row["id"])
+            service = service_from(orjson.loads(row["content"]) | {"id": row["id"]})
+            if service is not None:
+                services_by_kind.setdefault(service.kind, []).append(service.id)
         referrals = [
             r[0]
             for r in await conn.fetch(
@@ -144,8 +164,52 @@ async def draw(dsn: str, seed: int, count: int) -> Draws:
     if not nhs or not services or not referrals:
         raise BenchError("the database holds no Patients, services or referrals: load it first")
     rng = random.Random(seed)
-    owners = [rng.choice(services) for _ in range(count)]  # every service polls its worklist
-    return Draws(nhs, owners, referrals, services, gp or services)
+    # Every service that referrals reach polls its worklist (the load refers only along the
+    # routes, so services of a kind no route leads into have none).
+    receiving = sorted(
+        service_id for kind in generate.ROUTES.into for service_id in services_by_kind.get(kind, [])
+    )
+    owners = [rng.choice(receiving or services) for _ in range(count)]
+    return Draws(nhs, owners, referrals, services, gp or services, services_by_kind)
+
+
+def check_route(draws: Draws) -> None:
+    """The load has the services the transaction's referrals need."""
+    senders = draws.services_by_kind.get(SENDING_KIND, [])
+    receivers = draws.services_by_kind.get(RECEIVING_KIND, [])
+    allowed = generate.ROUTES.allows(SENDING_KIND, RECEIVING_KIND)
+    if not allowed or not senders or len(receivers) < REFERRALS_PER_TRANSACTION:
+        raise BenchError(
+            f"the transaction refers from a '{SENDING_KIND}' service to "
+            f"{REFERRALS_PER_TRANSACTION} distinct '{RECEIVING_KIND}' services, but the load has "
+            f"{len(senders)} and {len(receivers)} of them (HealthcareService.type from "
+            f"{SERVICE_KIND}), and the routes "
+            f"{'allow' if allowed else 'do not allow'} it: reload it with python -m bench.generate"
+        )
+
+
+async def make_requesters(base_url: str, draws: Draws, count: int = 4) -> list[str]:
+    """PractitionerRoles working in ``count`` of the GP services, made through the API: the
+    senders of the transaction's referrals. Their ids."""
+    roles = []
+    async with httpx.AsyncClient(base_url=base_url, timeout=60, trust_env=False) as client:
+        for service_id in draws.services_by_kind[SENDING_KIND][:count]:
+            role = {
+                "resourceType": "PractitionerRole",
+                "active": True,
+                "healthcareService": [{"reference": f"HealthcareService/{service_id}"}],
+            }
+            response = await client.post(
+                "/PractitionerRole",
+                content=orjson.dumps(role),
+                headers={"Content-Type": FHIR_JSON, "Accept": FHIR_JSON},
+            )
+            if response.status_code != 201:
+                raise BenchError(
+                    f"POST /PractitionerRole: {response.status_code} {response.text[:300]}"
+                )
+            roles.append(str(response.json()["id"]))
+    return roles
 
 
 # -- the requests -----------------------------------------------------------------------------
@@ -179,11 +243,16 @@ def search_call(scenario: str, draws: Draws, i: int) -> Call:
 class Transactions:
     """Transaction Bundles of 20 entries, each about a new person (a new NHS number)."""
 
-    def __init__(self, draws: Draws, seed: int) -> None:
+    def __init__(self, draws: Draws, seed: int, requesters: Sequence[str]) -> None:
         self.rng = random.Random(seed ^ 0x5EED)
         self.directory = generate.Directory.from_ids(
             seed, draws.gp_practices, draws.gp_practices, draws.services
         )
+        self.requesters = list(requesters)
+        # The receiving services, busy and quiet (Zipf weights, as the load's).
+        self.receivers = list(draws.services_by_kind[RECEIVING_KIND])
+        self.rng.shuffle(self.receivers)
+        self.weights = [1.0 / (1 + n) ** 0.8 for n in range(len(self.receivers))]
         # NHS numbers no load uses (loads use 900,000,000 + 2n): a fresh range per run.
         self.base = 500_000_000 + self.rng.randrange(0, 150_000_000, 2) + (os.getpid() % 997) * 2
         self.made = 0
@@ -209,12 +278,18 @@ class Transactions:
             }
         ]
         referral_urns = []
-        for k in range(3):
+        for k, service_id in enumerate(self._performers()):
             urn = f"urn:uuid:{uuid.UUID(int=rng.getrandbits(128), version=4)}"
             referral_urns.append(urn)
-            service = d.pick_service(rng)
-            document = generate.service_request(d, n * 3 + k, rng, now, "x", service, "active")
-            document["subject"] = {"reference": patient_urn}
+            document = generate.referral(
+                n * REFERRALS_PER_TRANSACTION + k,
+                rng,
+                now,
+                kind=RECEIVING_KIND,
+                subject=patient_urn,
+                requester=f"PractitionerRole/{rng.choice(self.requesters)}",
+                performer=f"HealthcareService/{service_id}",
+            )
             entries.append(
                 {
                     "fullUrl": urn,
@@ -237,6 +312,15 @@ class Transactions:
             )
         bundle = {"resourceType": "Bundle", "type": "transaction", "entry": entries}
         return Call("POST", "/", orjson.dumps(bundle))
+
+    def _performers(self) -> list[str]:
+        """Distinct receiving services: one person is not referred to a service twice."""
+        chosen: list[str] = []
+        while len(chosen) < REFERRALS_PER_TRANSACTION:
+            service = self.rng.choices(self.receivers, self.weights)[0]
+            if service not in chosen:
+                chosen.append(service)
+        return chosen
 
 
 # -- serving ----------------------------------------------------------------------------------
@@ -687,7 +771,8 @@ def _strip_prefix(entry: str) -> str:
 async def measure(
     options: argparse.Namespace, server: Server, draws: Draws, scenarios: Sequence[str]
 ) -> dict[str, list[Block]]:
-    transactions = Transactions(draws, options.seed)
+    requesters = await make_requesters(server.base_url, draws) if "transaction" in scenarios else []
+    transactions = Transactions(draws, options.seed, requesters) if requesters else None
     per_round = max(1, options.requests // options.rounds)
     tx_per_round = max(1, options.transactions // options.rounds)
     blocks: dict[str, list[Block]] = {s: [] for s in scenarios}
@@ -698,6 +783,7 @@ async def measure(
         # Warm-up: connections, the app's first requests, the pages the searches touch.
         for scenario in scenarios:
             if scenario == "transaction":
+                assert transactions is not None
                 calls = [transactions.call() for _ in range(max(2, options.warmup // 10))]
             else:
                 offset = options.requests + 1
@@ -708,6 +794,7 @@ async def measure(
         for r in range(options.rounds):
             for scenario in scenarios:
                 if scenario == "transaction":
+                    assert transactions is not None
                     calls = [transactions.call() for _ in range(tx_per_round)]
                 else:
                     calls = [
@@ -801,6 +888,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     count = sizes["tables"]["resource"]["rows"]
     scenarios = [s for s in SCENARIOS if s in options.scenarios.split(",")]
     draws = asyncio.run(draw(dsn, options.seed, max(options.requests + options.warmup + 50, 500)))
+    if "transaction" in scenarios:
+        check_route(draws)
+    seeded = loadrun.waymark("seed", database_url=database_url).strip()
     print(
         f"Waymark scale benchmark on {options.database}: {count:,} resources, "
         f"{options.workers} uvicorn workers, {options.concurrency} clients, "
@@ -809,6 +899,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"{' '.join(f'{v:.2f}' for v in os.getloadavg())}; app from {options.source}",
         flush=True,
     )
+    print(f"   waymark seed: {seeded.splitlines()[0] if seeded else '(nothing said)'}", flush=True)
     background = _background_load()
     print(
         f"   before starting, other processes kept {background:.2f} of {os.cpu_count()} cores busy"
