@@ -253,7 +253,7 @@ async def explain(url: str, limit: int, batch: int) -> tuple[list[str], list[str
     from app import pathway
     from app.config import Settings
     from app.db import make_engine
-    from app.pathway.gate_rules import reevaluate_held
+    from app.pathway.gate_release import reevaluate_held
     from app.pathway.repository import GateRepository
     from app.runtime import Runtime
 
