@@ -18,7 +18,7 @@
    of PostgreSQL (pg_stat_user_tables, pg_stat_user_indexes, pg_statio_user_tables) before and
    after say how many rows and blocks it read, next to how many rows each table holds.
 5. The plans: one batch of ``--explain`` held referrals re-evaluated in-process by the app's own
-   function (:func:`app.pathway.gate_rules.reevaluate_held`) with auto_explain (ANALYZE,
+   function (:func:`app.pathway.gate_release.reevaluate_held`) with auto_explain (ANALYZE,
    BUFFERS, nested statements) reporting to this client, then rolled back; and the batch query
    at the CLI's batch size at the start and in the middle of the held ids.
 """
