@@ -11,6 +11,7 @@ import uuid
 from datetime import date, datetime
 from typing import Any
 
+from app.fhir.access import OpenAccess
 from app.fhir.errors import BusinessRuleViolation
 from app.fhir.hooks import WriteEvent, WriteHooks
 from app.fhir.store import FhirStore
@@ -300,28 +301,39 @@ async def _before_task(event: WriteEvent) -> None:
                 expression=(f"Task.{element}",),
             )
     # The gate first: a held referral's way out is the gate's, whatever the state machine says.
-    await _check_gate_hold(event.store, row, event.after)
+    await _check_gate_hold(event.store, row, event.after, before)
     events = await _repository(event.store).events(row.task_id)
     check_transition(before, event.after, before_hold=status_before_hold(events))
     if event.after.get("status") == "in-progress" and before.get("status") != "in-progress":
         await _check_phase_one(event.store, row, event.after)
 
 
-async def _check_gate_hold(store: FhirStore, row: Any, after: dict[str, Any]) -> None:
+async def _check_gate_hold(
+    store: FhirStore, row: Any, after: dict[str, Any], before: dict[str, Any]
+) -> None:
     """A referral held by an enforced gate leaves the hold only when the gate releases it
     (evidence, a change of its mode) or a clinician overrides it ($override-gate), both of
     which end the hold on the record first; or when the referral is closed. A plain update
-    would let it through with no decision recorded."""
+    would let it through with no decision recorded. And only a gate decision puts a referral
+    in held-by-gate: a client's would be a hold no gate record explains."""
     holding = await GateRepository(store.repo.conn).held(row.service_request_id)
     if not holding:
+        if (
+            _held_by_gate(after)
+            and not _held_by_gate(before)
+            and not isinstance(store.access, OpenAccess)
+        ):
+            raise BusinessRuleViolation(
+                "held-by-gate is set by a gate's decision, which this referral has none of: "
+                "to pause it, put the Task on-hold with a hold-reason code (referral-state "
+                "on-hold)",
+                expression=("Task.businessStatus",),
+            )
         return
     status = after.get("status")
     if status in CLOSING:
         return
-    leaves = status != "on-hold" or codes(after.get("businessStatus", {}), REFERRAL_STATE) != [
-        "held-by-gate"
-    ]
-    if leaves:
+    if not _held_by_gate(after):
         names = ", ".join(f"'{r.gate_code}' (PlanDefinition/{r.gate_id})" for r in holding)
         raise BusinessRuleViolation(
             f"Task/{row.task_id} is held by the gate {names}: it stays on-hold, held-by-gate, "
@@ -329,6 +341,12 @@ async def _check_gate_hold(store: FhirStore, row: Any, after: dict[str, Any]) ->
             f"a clinician overrides it with a reason (POST /Task/{row.task_id}/$override-gate)",
             expression=("Task.status",) if status != "on-hold" else ("Task.businessStatus",),
         )
+
+
+def _held_by_gate(task: dict[str, Any]) -> bool:
+    return task.get("status") == "on-hold" and codes(
+        task.get("businessStatus", {}), REFERRAL_STATE
+    ) == ["held-by-gate"]
 
 
 async def _check_phase_one(store: FhirStore, row: Any, task: dict[str, Any]) -> None:

@@ -206,3 +206,28 @@ async def test_a_client_cannot_forge_or_edit_the_record_of_a_gate(
         await rebuild(runtime.store(conn))
     assert await _rows(runtime, request["id"]) == live
     assert [r.held for r in live] == [True]
+
+
+async def test_only_a_gate_puts_a_referral_in_held_by_gate(client: httpx.AsyncClient) -> None:
+    patient_id = await new_patient(client)  # meets the gates: nothing holds it
+    requester = await role_in(client, await service(client, "solway-dat"))
+    body = referral(patient_id, requester, await service(client, "solway-psy"), "psychology")
+    request = (await client.post("/ServiceRequest", json=body, headers=FHIR_JSON)).json()
+    task_id = task_of(request)
+    claimed = await _put_task(
+        client,
+        task_id,
+        status="on-hold",
+        businessStatus=business("held-by-gate"),
+        statusReason=reason(text="waiting for abstinence"),
+    )
+    assert claimed.status_code == 422, claimed.text
+    assert claimed.json()["issue"][0]["expression"] == ["Task.businessStatus"]
+    paused = await _put_task(
+        client,
+        task_id,
+        status="on-hold",
+        businessStatus=business("on-hold"),
+        statusReason=reason(text="the person asked to wait"),
+    )
+    assert paused.status_code == 200, paused.text
