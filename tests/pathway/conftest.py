@@ -4,6 +4,7 @@ definitions and the demo directory loaded by the same code as ``waymark seed-dem
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 
 import pytest
 
@@ -13,6 +14,7 @@ from app.db import make_engine, transaction
 from app.pathway.seed import load_demo
 from app.runtime import Runtime
 from tests.conftest import empty_tables
+from tests.pathway.referrals import SettableClock
 
 
 @pytest.fixture
@@ -29,3 +31,11 @@ async def runtime(settings: Settings) -> AsyncIterator[Runtime]:
         )
     yield runtime
     await engine.dispose()
+
+
+@pytest.fixture
+def clock(runtime: Runtime) -> SettableClock:
+    """The runtime's clinical clock, stopped at 1 June 2026, 09:00 (modules may start it
+    elsewhere with a fixture of their own)."""
+    runtime.clock = SettableClock(datetime(2026, 6, 1, 9, 0, tzinfo=UTC))
+    return runtime.clock

@@ -10,7 +10,7 @@ import httpx
 
 from app.runtime import Runtime
 from tests.api.helpers import FHIR_JSON
-from tests.pathway.referrals import referral, role_in, service, task_of
+from tests.pathway.referrals import SettableClock, referral, role_in, service, task_of
 
 CODES = "https://fhir.waymark.org.uk/CodeSystem/pathway-codes"
 PHASE = "https://fhir.waymark.org.uk/CodeSystem/pathway-phase"
@@ -18,16 +18,9 @@ PHASE_GATE = "gate-phase-1-before-trauma-focussed-work"
 EMDR = {"coding": [{"system": CODES, "code": "emdr"}]}
 
 
-class SteppedClock:
-    def __init__(self) -> None:
-        self.now = datetime(2026, 2, 2, 9, 0, tzinfo=UTC)
-
-    def __call__(self) -> datetime:
-        return self.now
-
-
-def stepped_clock(runtime: Runtime) -> SteppedClock:
-    stepped = SteppedClock()
+def stepped_clock(runtime: Runtime) -> SettableClock:
+    """The clinical clock of the phase tests, stopped at 2 February 2026, 09:00."""
+    stepped = SettableClock(datetime(2026, 2, 2, 9, 0, tzinfo=UTC))
     runtime.clock = stepped
     return stepped
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta
 from typing import Any
 
 import httpx
@@ -139,3 +140,16 @@ def reason(code: str | None = None, text: str = "") -> dict[str, Any]:
 
 def business(code: str) -> dict[str, Any]:
     return {"coding": [{"system": REFERRAL_STATE, "code": code}]}
+
+
+class SettableClock:
+    """The clinical clock of a test: it stands still until the test moves it."""
+
+    def __init__(self, start: datetime) -> None:
+        self.now = start
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, days: float) -> None:
+        self.now += timedelta(days=days)

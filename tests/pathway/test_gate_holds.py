@@ -4,7 +4,7 @@ rows are rebuilt from (the server's DetectedIssues) cannot be forged by a client
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 import httpx
@@ -20,6 +20,7 @@ from tests.api.helpers import FHIR_JSON
 from tests.pathway.referrals import (
     ALCOHOL,
     ANY_DRUG,
+    SettableClock,
     business,
     new_patient,
     reason,
@@ -32,21 +33,6 @@ from tests.pathway.referrals import (
 
 SOLWAY_GATE = "gate-abstinence-psychology-solway"
 GATE_ID = "https://fhir.waymark.org.uk/Id/gate"
-
-
-class FrozenClock:
-    def __init__(self) -> None:
-        self.now = datetime(2026, 6, 1, 9, 0, tzinfo=UTC)
-
-    def __call__(self) -> datetime:
-        return self.now
-
-
-@pytest.fixture
-def clock(runtime: Runtime) -> FrozenClock:
-    frozen = FrozenClock()
-    runtime.clock = frozen
-    return frozen
 
 
 async def _held_referral(http: httpx.AsyncClient) -> tuple[str, dict[str, Any]]:
@@ -92,7 +78,7 @@ async def _issue(http: httpx.AsyncClient, request_id: str) -> dict[str, Any]:
     ],
 )
 async def test_a_plain_update_cannot_leave_a_gate_hold(
-    client: httpx.AsyncClient, runtime: Runtime, clock: FrozenClock, changes: dict[str, Any]
+    client: httpx.AsyncClient, runtime: Runtime, clock: SettableClock, changes: dict[str, Any]
 ) -> None:
     _, request = await _held_referral(client)
     task_id = task_of(request)
@@ -111,7 +97,7 @@ async def test_a_plain_update_cannot_leave_a_gate_hold(
 
 
 async def test_cancelling_a_held_referral_closes_its_hold_for_good(
-    client: httpx.AsyncClient, runtime: Runtime, clock: FrozenClock
+    client: httpx.AsyncClient, runtime: Runtime, clock: SettableClock
 ) -> None:
     patient_id, request = await _held_referral(client)
     cancelled = await _put_task(
@@ -144,7 +130,7 @@ async def test_cancelling_a_held_referral_closes_its_hold_for_good(
 
 
 async def test_a_changed_outcome_of_a_hold_is_a_row_and_rebuilt_equal(
-    client: httpx.AsyncClient, runtime: Runtime, clock: FrozenClock
+    client: httpx.AsyncClient, runtime: Runtime, clock: SettableClock
 ) -> None:
     patient_id, request = await _held_referral(client)  # unknown: no evidence yet
     await record_last_use(client, patient_id, ALCOHOL, "2026-05-01")  # still unknown: drugs
@@ -168,7 +154,7 @@ async def test_a_changed_outcome_of_a_hold_is_a_row_and_rebuilt_equal(
 
 
 async def test_a_client_cannot_forge_or_edit_the_record_of_a_gate(
-    client: httpx.AsyncClient, runtime: Runtime, clock: FrozenClock
+    client: httpx.AsyncClient, runtime: Runtime, clock: SettableClock
 ) -> None:
     patient_id, request = await _held_referral(client)
     issue = await _issue(client, request["id"])

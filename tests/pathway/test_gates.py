@@ -4,7 +4,7 @@ re-evaluation releasing once, overrides, bad definitions, and the decisions rebu
 from __future__ import annotations
 
 import asyncio
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 import httpx
@@ -20,6 +20,7 @@ from tests.pathway.referrals import (
     ALCOHOL,
     ANY_DRUG,
     SNOMED,
+    SettableClock,
     new_patient,
     record_last_use,
     record_use_days,
@@ -31,21 +32,6 @@ from tests.pathway.referrals import (
 
 GATE_ID = "https://fhir.waymark.org.uk/Id/gate"
 SOLWAY_GATE = "gate-abstinence-psychology-solway"
-
-
-class FrozenClock:
-    def __init__(self) -> None:
-        self.now = datetime(2026, 6, 1, 9, 0, tzinfo=UTC)
-
-    def __call__(self) -> datetime:
-        return self.now
-
-
-@pytest.fixture
-def clock(runtime: Runtime) -> FrozenClock:
-    frozen = FrozenClock()
-    runtime.clock = frozen
-    return frozen
 
 
 async def _refer(
@@ -67,7 +53,7 @@ async def _issues(http: httpx.AsyncClient, request_id: str) -> list[dict[str, An
 
 
 async def test_enforced_gate_without_evidence_holds_and_names_what_is_needed(
-    client: httpx.AsyncClient, clock: FrozenClock
+    client: httpx.AsyncClient, clock: SettableClock
 ) -> None:
     patient_id = await new_patient(client, meets_gates=False)
     created = await _refer(client, patient_id, "solway-dat", "solway-psy", "psychology")
@@ -91,7 +77,7 @@ async def test_enforced_gate_without_evidence_holds_and_names_what_is_needed(
 
 
 async def test_late_evidence_releases_the_held_referral(
-    client: httpx.AsyncClient, clock: FrozenClock
+    client: httpx.AsyncClient, clock: SettableClock
 ) -> None:
     patient_id = await new_patient(client, meets_gates=False)
     await record_last_use(client, patient_id, ALCOHOL, "2026-05-01")  # one month ago
@@ -120,7 +106,7 @@ async def test_late_evidence_releases_the_held_referral(
 
 
 async def test_time_passing_releases_on_the_scheduled_reevaluation(
-    client: httpx.AsyncClient, runtime: Runtime, clock: FrozenClock
+    client: httpx.AsyncClient, runtime: Runtime, clock: SettableClock
 ) -> None:
     patient_id = await new_patient(client, meets_gates=False)
     await record_last_use(client, patient_id, ALCOHOL, "2026-04-15")
@@ -140,7 +126,7 @@ async def test_time_passing_releases_on_the_scheduled_reevaluation(
 
 
 async def test_advisory_gate_lets_the_referral_through_with_a_warning(
-    client: httpx.AsyncClient, clock: FrozenClock
+    client: httpx.AsyncClient, clock: SettableClock
 ) -> None:
     patient_id = await new_patient(client, meets_gates=False)
     created = await _refer(
@@ -164,7 +150,7 @@ async def test_advisory_gate_lets_the_referral_through_with_a_warning(
 
 
 async def test_occasional_use_variant_for_cmht(
-    client: httpx.AsyncClient, clock: FrozenClock
+    client: httpx.AsyncClient, clock: SettableClock
 ) -> None:
     occasional = await new_patient(client, meets_gates=False)
     for substance in (ALCOHOL, ANY_DRUG):
@@ -194,7 +180,7 @@ async def _set_gate(http: httpx.AsyncClient, gate_id: str, **changes: Any) -> ht
 
 
 async def test_opioid_substitution_counts_only_when_the_gate_says_so(
-    client: httpx.AsyncClient, clock: FrozenClock
+    client: httpx.AsyncClient, clock: SettableClock
 ) -> None:
     patient_id = await new_patient(client)  # abstinent from illicit use for a year
     methadone = {
@@ -218,7 +204,7 @@ async def test_opioid_substitution_counts_only_when_the_gate_says_so(
 
 
 async def test_a_mode_change_applies_to_new_evaluations_only(
-    client: httpx.AsyncClient, runtime: Runtime, clock: FrozenClock
+    client: httpx.AsyncClient, runtime: Runtime, clock: SettableClock
 ) -> None:
     first_patient = await new_patient(client, meets_gates=False)
     first = (await _refer(client, first_patient, "solway-dat", "solway-psy", "psychology")).json()
@@ -241,7 +227,7 @@ async def test_a_mode_change_applies_to_new_evaluations_only(
 
 
 async def test_concurrent_reevaluations_release_once(
-    client: httpx.AsyncClient, runtime: Runtime, clock: FrozenClock
+    client: httpx.AsyncClient, runtime: Runtime, clock: SettableClock
 ) -> None:
     patient_id = await new_patient(client, meets_gates=False)
     await record_last_use(client, patient_id, ALCOHOL, "2026-04-15")
@@ -261,7 +247,7 @@ async def test_concurrent_reevaluations_release_once(
 
 
 async def test_override_needs_its_scope_and_records_who_and_why(
-    client: httpx.AsyncClient, scoped_client: Any, clock: FrozenClock
+    client: httpx.AsyncClient, scoped_client: Any, clock: SettableClock
 ) -> None:
     patient_id = await new_patient(client, meets_gates=False)
     created = (await _refer(client, patient_id, "solway-dat", "solway-psy", "psychology")).json()
@@ -340,7 +326,7 @@ async def test_a_referrer_sees_the_gates_of_a_service(client: httpx.AsyncClient)
 
 
 async def test_gate_decisions_rebuilt_equal(
-    client: httpx.AsyncClient, runtime: Runtime, scoped_client: Any, clock: FrozenClock
+    client: httpx.AsyncClient, runtime: Runtime, scoped_client: Any, clock: SettableClock
 ) -> None:
     held = await new_patient(client, meets_gates=False)
     first = (await _refer(client, held, "solway-dat", "solway-psy", "psychology")).json()
@@ -421,7 +407,7 @@ _BUVIDAL = {
     ],
 )
 async def test_opioid_substitution_is_read_from_codes_and_contained_medications(
-    client: httpx.AsyncClient, clock: FrozenClock, medicine: dict[str, Any], counted: bool
+    client: httpx.AsyncClient, clock: SettableClock, medicine: dict[str, Any], counted: bool
 ) -> None:
     assert (await _set_gate(client, SOLWAY_GATE, ost=True)).status_code == 200
     patient_id = await new_patient(client)
@@ -434,7 +420,7 @@ async def test_opioid_substitution_is_read_from_codes_and_contained_medications(
 
 
 async def test_stopping_opioid_substitution_releases_a_gate_that_counts_it(
-    client: httpx.AsyncClient, clock: FrozenClock
+    client: httpx.AsyncClient, clock: SettableClock
 ) -> None:
     assert (await _set_gate(client, SOLWAY_GATE, ost=True)).status_code == 200
     patient_id = await new_patient(client)

@@ -12,7 +12,6 @@ import pytest
 from app.runtime import Runtime
 from tests.api.helpers import FHIR_JSON
 from tests.pathway.phase_helpers import (
-    SteppedClock,
     parts_of,
     record_review,
     set_phase,
@@ -20,14 +19,21 @@ from tests.pathway.phase_helpers import (
     start_pathway,
     stepped_clock,
 )
-from tests.pathway.referrals import LIBERATION_DATE, new_patient, referral, role_in, service
+from tests.pathway.referrals import (
+    LIBERATION_DATE,
+    SettableClock,
+    new_patient,
+    referral,
+    role_in,
+    service,
+)
 
 CODES = "https://fhir.waymark.org.uk/CodeSystem/pathway-codes"
 ANNUAL_REVIEW = "https://fhir.waymark.org.uk/StructureDefinition/annual-review"
 
 
 @pytest.fixture
-def clock(runtime: Runtime) -> SteppedClock:
+def clock(runtime: Runtime) -> SettableClock:
     return stepped_clock(runtime)
 
 
@@ -57,7 +63,7 @@ def _where(summary: dict[str, Any]) -> tuple[str | None, str | None, bool | None
     )
 
 
-async def test_pathway_at_each_point(client: httpx.AsyncClient, clock: SteppedClock) -> None:
+async def test_pathway_at_each_point(client: httpx.AsyncClient, clock: SettableClock) -> None:
     patient_id = await new_patient(client)
     assert _where(await _summary(client, patient_id)) == (None, None, None)  # no plan yet
 
@@ -106,7 +112,7 @@ async def test_pathway_at_each_point(client: httpx.AsyncClient, clock: SteppedCl
 
 
 async def test_phase_one_a_year_without_review_is_overdue_only_when_reviews_are_read(
-    client: httpx.AsyncClient, scoped_client: Any, clock: SteppedClock
+    client: httpx.AsyncClient, scoped_client: Any, clock: SettableClock
 ) -> None:
     patient_id = await new_patient(client)
     await start_pathway(client, patient_id)
@@ -136,7 +142,7 @@ async def test_phase_one_a_year_without_review_is_overdue_only_when_reviews_are_
 
 
 async def test_a_throughcare_referral_shows_the_liberation_date(
-    client: httpx.AsyncClient, clock: SteppedClock
+    client: httpx.AsyncClient, clock: SettableClock
 ) -> None:
     patient_id = await new_patient(client)
     requester = await role_in(client, await service(client, "solway-prison"))
@@ -175,7 +181,7 @@ def _episode(patient_id: str, organization: Any, **review: str) -> dict[str, Any
 
 
 async def test_shared_care_follows_its_convention_and_counts_from_the_last_review(
-    client: httpx.AsyncClient, clock: SteppedClock
+    client: httpx.AsyncClient, clock: SettableClock
 ) -> None:
     patient_id = await new_patient(client)
     gp = (await client.get(f"/HealthcareService/{await service(client, 'solway-gp1')}")).json()

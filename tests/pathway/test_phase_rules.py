@@ -18,7 +18,6 @@ from tests.pathway.phase_helpers import (
     CODES,
     EMDR,
     PHASE_GATE,
-    SteppedClock,
     complete_phase_one,
     current_task,
     move_task,
@@ -31,11 +30,11 @@ from tests.pathway.phase_helpers import (
     start_pathway,
     stepped_clock,
 )
-from tests.pathway.referrals import new_patient, task_of
+from tests.pathway.referrals import SettableClock, new_patient, task_of
 
 
 @pytest.fixture
-def clock(runtime: Runtime) -> SteppedClock:
+def clock(runtime: Runtime) -> SettableClock:
     return stepped_clock(runtime)
 
 
@@ -46,7 +45,7 @@ async def _phase_rows(runtime: Runtime, patient_id: str) -> list[Any]:
 
 @pytest.mark.parametrize("status", ["in-progress", "completed"])
 async def test_phase_two_neither_starts_nor_completes_before_phase_one(
-    client: httpx.AsyncClient, clock: SteppedClock, status: str
+    client: httpx.AsyncClient, clock: SettableClock, status: str
 ) -> None:
     patient_id = await new_patient(client)
     await start_pathway(client, patient_id)
@@ -73,7 +72,7 @@ async def test_phase_two_neither_starts_nor_completes_before_phase_one(
 
 
 async def test_starting_phase_two_early_needs_the_override_scope_and_is_recorded(
-    client: httpx.AsyncClient, scoped_client: Any, runtime: Runtime, clock: SteppedClock
+    client: httpx.AsyncClient, scoped_client: Any, runtime: Runtime, clock: SettableClock
 ) -> None:
     patient_id = await new_patient(client)
     plan = await start_pathway(client, patient_id)
@@ -113,7 +112,7 @@ async def test_starting_phase_two_early_needs_the_override_scope_and_is_recorded
 
 
 async def test_the_phase_gate_can_be_overridden_on_work_it_did_not_hold(
-    client: httpx.AsyncClient, scoped_client: Any, runtime: Runtime, clock: SteppedClock
+    client: httpx.AsyncClient, scoped_client: Any, runtime: Runtime, clock: SettableClock
 ) -> None:
     patient_id = await new_patient(client)
     await start_pathway(client, patient_id)
@@ -149,7 +148,7 @@ async def test_the_phase_gate_can_be_overridden_on_work_it_did_not_hold(
 
 
 async def test_an_abstinence_gate_that_does_not_hold_cannot_be_overridden(
-    client: httpx.AsyncClient, scoped_client: Any, clock: SteppedClock
+    client: httpx.AsyncClient, scoped_client: Any, clock: SettableClock
 ) -> None:
     patient_id = await new_patient(client)
     request = await refer(client, patient_id, "solway-dat", "solway-psy", "psychology")
@@ -163,7 +162,7 @@ async def test_an_abstinence_gate_that_does_not_hold_cannot_be_overridden(
 
 
 async def test_a_review_entered_in_error_does_not_complete_phase_one(
-    client: httpx.AsyncClient, clock: SteppedClock
+    client: httpx.AsyncClient, clock: SettableClock
 ) -> None:
     patient_id = await new_patient(client)
     await start_pathway(client, patient_id)
@@ -215,7 +214,7 @@ async def test_a_readiness_review_says_what_who_and_when(
 
 
 async def test_moving_back_needs_a_reason_of_its_own_and_keeps_coded_reasons(
-    client: httpx.AsyncClient, runtime: Runtime, clock: SteppedClock
+    client: httpx.AsyncClient, runtime: Runtime, clock: SettableClock
 ) -> None:
     patient_id = await new_patient(client)
     await start_pathway(client, patient_id)

@@ -18,7 +18,6 @@ from tests.pathway.phase_helpers import (
     CODES,
     EMDR,
     PHASE_GATE,
-    SteppedClock,
     current_task,
     move_task,
     override_body,
@@ -29,16 +28,16 @@ from tests.pathway.phase_helpers import (
     set_phase,
     stepped_clock,
 )
-from tests.pathway.referrals import new_patient, service, task_of
+from tests.pathway.referrals import SettableClock, new_patient, service, task_of
 
 
 @pytest.fixture
-def clock(runtime: Runtime) -> SteppedClock:
+def clock(runtime: Runtime) -> SettableClock:
     return stepped_clock(runtime)
 
 
 async def test_phase_one_comes_before_trauma_focussed_work(
-    client: httpx.AsyncClient, clock: SteppedClock
+    client: httpx.AsyncClient, clock: SettableClock
 ) -> None:
     patient_id = await new_patient(client)
     to_dat = await refer(client, patient_id, "solway-gp1", "solway-dat", "drug-alcohol")
@@ -120,7 +119,7 @@ async def test_phase_one_comes_before_trauma_focussed_work(
 
 
 async def test_an_override_lets_trauma_focussed_work_start(
-    client: httpx.AsyncClient, scoped_client: Any, clock: SteppedClock
+    client: httpx.AsyncClient, scoped_client: Any, clock: SettableClock
 ) -> None:
     patient_id = await new_patient(client)
     emdr = await refer(client, patient_id, "solway-dat", "solway-psy", "psychology", code=EMDR)
@@ -142,7 +141,7 @@ async def test_an_override_lets_trauma_focussed_work_start(
 
 
 async def test_trauma_focussed_work_cannot_start_without_phase_one(
-    client: httpx.AsyncClient, scoped_client: Any, clock: SteppedClock
+    client: httpx.AsyncClient, scoped_client: Any, clock: SettableClock
 ) -> None:
     patient_id = await new_patient(client)
     # A referral made while the phase gate was suspended, then moved on: the Task rule
@@ -167,7 +166,7 @@ async def test_trauma_focussed_work_cannot_start_without_phase_one(
 
 
 async def test_pathway_respects_scopes_and_shows_what_is_overdue(
-    client: httpx.AsyncClient, scoped_client: Any, clock: SteppedClock
+    client: httpx.AsyncClient, scoped_client: Any, clock: SettableClock
 ) -> None:
     patient_id = await new_patient(client, meets_gates=False)
     held = await refer(client, patient_id, "solway-dat", "solway-psy", "psychology")
@@ -194,7 +193,7 @@ async def test_pathway_respects_scopes_and_shows_what_is_overdue(
 
 
 async def test_phase_timeline_rebuilt_equal(
-    client: httpx.AsyncClient, runtime: Runtime, clock: SteppedClock
+    client: httpx.AsyncClient, runtime: Runtime, clock: SettableClock
 ) -> None:
     patient_id = await new_patient(client)
     to_dat = await refer(client, patient_id, "solway-gp1", "solway-dat", "drug-alcohol")
@@ -220,7 +219,7 @@ async def test_phase_timeline_rebuilt_equal(
 
 
 async def test_an_annual_shared_care_review_past_due_is_overdue(
-    client: httpx.AsyncClient, clock: SteppedClock
+    client: httpx.AsyncClient, clock: SettableClock
 ) -> None:
     patient_id = await new_patient(client)
     gp = (await client.get(f"/HealthcareService/{await service(client, 'solway-gp1')}")).json()

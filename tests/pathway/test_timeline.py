@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
@@ -15,6 +15,7 @@ from tests.api.helpers import FHIR_JSON
 from tests.pathway.referrals import (
     ALCOHOL,
     ANY_DRUG,
+    SettableClock,
     business,
     new_patient,
     reason,
@@ -26,15 +27,9 @@ from tests.pathway.referrals import (
 )
 
 
-class SteppedClock:
-    def __init__(self) -> None:
-        self.now = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def advance(self, days: float) -> None:
-        self.now += timedelta(days=days)
+def _clock() -> SettableClock:
+    """The timeline tests' clinical clock, stopped at 2 March 2026, 09:00."""
+    return SettableClock(datetime(2026, 3, 2, 9, 0, tzinfo=UTC))
 
 
 async def _move(http: httpx.AsyncClient, task_id: str, status: str, **changes: Any) -> None:
@@ -53,7 +48,7 @@ def _parts(parameter: dict[str, Any]) -> dict[str, Any]:
 async def test_timeline_and_clocks_with_pauses_owned_by_the_person_and_by_the_service(
     client: httpx.AsyncClient, runtime: Runtime, test_client_id: str
 ) -> None:
-    clock = SteppedClock()
+    clock = _clock()
     runtime.clock = clock
     patient_id = await new_patient(client)
     requester = await role_in(client, await service(client, "solway-dat"))
@@ -106,7 +101,7 @@ async def test_timeline_and_clocks_with_pauses_owned_by_the_person_and_by_the_se
 async def test_a_waiting_referral_keeps_counting(
     client: httpx.AsyncClient, runtime: Runtime
 ) -> None:
-    clock = SteppedClock()
+    clock = _clock()
     runtime.clock = clock
     patient_id = await new_patient(client)
     requester = await role_in(client, await service(client, "solway-gp1"))
@@ -175,7 +170,7 @@ def _clock_of(parameters: dict[str, Any]) -> dict[str, Any]:
 async def test_closing_a_referral_untreated_stops_its_clock(
     client: httpx.AsyncClient, runtime: Runtime
 ) -> None:
-    clock = SteppedClock()
+    clock = _clock()
     runtime.clock = clock
     patient_id = await new_patient(client)
     requester = await role_in(client, await service(client, "solway-gp1"))
@@ -197,7 +192,7 @@ async def test_closing_a_referral_untreated_stops_its_clock(
 async def test_time_held_by_a_gate_before_the_service_has_it_is_counted(
     client: httpx.AsyncClient, runtime: Runtime
 ) -> None:
-    clock = SteppedClock()
+    clock = _clock()
     runtime.clock = clock
     patient_id = await new_patient(client, meets_gates=False)
     requester = await role_in(client, await service(client, "solway-dat"))
