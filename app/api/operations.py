@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from collections.abc import Awaitable, Callable
+from typing import Annotated, Any
 
 import orjson
 from fastapi import APIRouter, Path, Request
@@ -12,6 +13,9 @@ from app.api import edge
 from app.api.access import audited_store
 
 router = APIRouter(tags=["Pathway operations"])
+
+#: app.pathway.gate_operations.override_gate and override_phase_gate.
+Override = Callable[..., Awaitable[dict[str, Any]]]
 
 _PARAMETERS = {
     "type": "object",
@@ -121,11 +125,7 @@ async def override_gate(
 ) -> Response:
     from app.pathway.gate_operations import override_gate as override
 
-    media = edge.media(request)
-    document = await edge.json_body(request)
-    async with audited_store(request, write=True) as store:
-        body = await override(store, resource_id, document, principal=request.state.audit.principal)
-    return Response(orjson.dumps(body), media_type=media)
+    return await _override(request, resource_id, override)
 
 
 @router.post(
@@ -150,6 +150,12 @@ async def override_phase_gate(
 ) -> Response:
     from app.pathway.gate_operations import override_phase_gate as override
 
+    return await _override(request, resource_id, override)
+
+
+async def _override(request: Request, resource_id: str, override: Override) -> Response:
+    """An override's edge, the same on a Task and on a CarePlan: the body, the caller's one
+    write transaction, and the principal whose decision the override records."""
     media = edge.media(request)
     document = await edge.json_body(request)
     async with audited_store(request, write=True) as store:
