@@ -12,6 +12,7 @@ from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from fastapi.routing import APIRoute
+from fastapi_offline import FastAPIOffline
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -29,6 +30,8 @@ from app.fhir.resources import warm_up
 from app.runtime import Runtime
 
 log = logging.getLogger("waymark")
+
+DOCS_ASSETS_URL = "/docs/assets"
 
 try:
     SOFTWARE_VERSION = version("waymark")
@@ -160,13 +163,18 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
             if runtime is None:
                 await engine.dispose()
 
-    app = FastAPI(
+    # Swagger UI (/docs) and ReDoc (/redoc) from assets the app serves itself (fastapi-offline
+    # ships them), never from a CDN: NHS networks are often offline. Swagger UI's default
+    # validatorUrl is an outside host; null turns it off.
+    app = FastAPIOffline(
         title="Waymark",
         summary="FHIR R4 clinical-pathway service for trauma-informed substance-use care",
         version=SOFTWARE_VERSION,
         lifespan=lifespan,
         docs_url="/docs",
-        redoc_url=None,
+        redoc_url="/redoc",
+        static_url=DOCS_ASSETS_URL,
+        swagger_ui_parameters={"validatorUrl": None},
     )
     app.add_exception_handler(FhirError, _fhir_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
