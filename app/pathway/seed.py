@@ -13,6 +13,7 @@ from typing import Any
 import orjson
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from app.data_files import data_dir
 from app.fhir import transactions
 from app.fhir.bundle_entries import parse_bundle
 from app.fhir.store import FhirStore
@@ -21,12 +22,8 @@ DEFINITIONS = ("terminology", "pathway")
 
 
 def seed_dir() -> Path:
-    """The ``seed/`` folder beside the package (a source tree) or in the working directory
-    (the container image), as for ``migrations/``."""
-    for candidate in (Path(__file__).resolve().parents[2] / "seed", Path.cwd() / "seed"):
-        if candidate.is_dir():
-            return candidate
-    raise FileNotFoundError("cannot find the seed/ folder")
+    """The ``seed/`` folder: in the installed package, or at the top of a source tree."""
+    return data_dir("seed")
 
 
 async def load_definitions(store: FhirStore, folders: tuple[str, ...] = DEFINITIONS) -> list[str]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from functools import cache
-from pathlib import Path
+from importlib.resources import files
 
 from app.fhir.resources import SERVED
 
@@ -56,7 +56,7 @@ def _common(resource_type: str) -> list[SearchParameter]:
 
 @cache
 def _definitions() -> dict[str, list[dict[str, object]]]:
-    data = json.loads((Path(__file__).parent / "parameters.json").read_text())
+    data = json.loads(files("app.fhir.search").joinpath("parameters.json").read_text("utf-8"))
     resources: dict[str, list[dict[str, object]]] = data["resources"]
     return resources
 
