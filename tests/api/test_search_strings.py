@@ -74,6 +74,9 @@ async def test_a_3000_character_identifier_value(client: httpx.AsyncClient) -> N
     # Same indexed key, different value: the whole value decides.
     assert await _ids(client, "/Patient", identifier=f"{SYSTEM}|{value[:-1]}?") == []
     assert await _ids(client, "/Patient", identifier=f"{SYSTEM}|{value[:200]}") == []
+    # Exactly the indexed key's length (128): equal to the stored key, not to the value.
+    assert await _ids(client, "/Patient", identifier=f"{SYSTEM}|{value[:128]}") == []
+    assert await _ids(client, "/Patient", identifier=value[:127]) == []
 
 
 async def test_a_3000_character_code_text(client: httpx.AsyncClient) -> None:

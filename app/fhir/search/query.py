@@ -66,6 +66,11 @@ Columns = ReadOnlyColumnCollection[str, Column[Any]]
 
 
 def _equal(key: Any, whole: Any, value: str) -> ColumnElement[bool]:
+    if len(value) < INDEX_KEY_LENGTH:
+        # A key shorter than the limit is the whole value: the index alone answers (an
+        # index-only scan where the index ends with resource_id, as search_token's does).
+        on_key: ColumnElement[bool] = key == value
+        return on_key
     return and_(key == index_key(value), whole == value)
 
 
