@@ -111,8 +111,8 @@ TABLES: dict[str, tuple[str, ...]] = {
         "method",
         "content",
     ),
-    "search_token": ("resource_type", "param", "system", "code", "resource_id"),
-    "search_string": ("resource_type", "param", "value", "exact", "resource_id"),
+    "search_token": ("resource_type", "param", "system", "code", "code_key", "resource_id"),
+    "search_string": ("resource_type", "param", "value", "exact", "value_key", "resource_id"),
     "search_reference": ("resource_type", "param", "target_type", "target_id", "resource_id"),
     "search_date": ("resource_type", "param", "low", "high", "resource_id"),
     "search_quantity": ("resource_type", "param", "value", "system", "code", "resource_id"),
@@ -913,8 +913,8 @@ class RowMaker:
             (rt, rid, p["vid"], p["updated"], p["deleted"], p["method"], p["content"])
         )
         for table, prefix, names in (
-            ("search_token", "tok", ("p", "s", "c")),
-            ("search_string", "str", ("p", "v", "e")),
+            ("search_token", "tok", ("p", "s", "c", "k")),
+            ("search_string", "str", ("p", "v", "e", "k")),
             ("search_reference", "ref", ("p", "t", "i")),
             ("search_date", "dat", ("p", "l", "h")),
             ("search_quantity", "qty", ("p", "v", "s", "c")),

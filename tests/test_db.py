@@ -25,7 +25,9 @@ def _patient(resource_id: str, version_id: int = 1) -> StoredVersion:
     return StoredVersion("Patient", resource_id, version_id, now, False, body, "POST")
 
 
-_INDEX = IndexRows(tokens=[("identifier", "urn:test", "1")], strings=[("name", "eve", "Eve")])
+_INDEX = IndexRows(
+    tokens=[("identifier", "urn:test", "1", "1")], strings=[("name", "eve", "Eve", "eve")]
+)
 
 
 async def _count(runtime: Runtime, resource_id: str) -> tuple[int, int]:

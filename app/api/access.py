@@ -13,6 +13,7 @@ from typing import Annotated, Any
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+from app.api.edge import require_plain_url
 from app.api.edge import runtime as _runtime
 from app.audit.events import Attempt, RequestAudit
 from app.config import Settings, is_loopback
@@ -63,6 +64,7 @@ async def caller(
         _require_loopback(request)
         audit.principal = LOCAL_OPERATOR
         request.state.client_id = LOCAL_OPERATOR.client_id
+        require_plain_url(request)
         return
     if credentials is None or not credentials.credentials.strip():
         raise Unauthenticated(
@@ -80,6 +82,7 @@ async def caller(
             },
         ) from error
     request.state.client_id = audit.principal.client_id
+    require_plain_url(request)
 
 
 def _is_operation(request: Request) -> bool:
@@ -136,8 +139,9 @@ def note_interaction(request: Request, interaction: str) -> None:
 
 async def record_failure(request: Request, *, status: int, reason: str) -> None:
     """Record a refused or failed interaction. The request's transaction has been rolled
-    back, so this goes through the audit trail's own transactions; failing to record is
-    logged, not raised, so that the caller still gets the original error."""
+    back, so this goes through the audit trail's own transactions. Failing to record is not
+    raised, so that the caller still gets the original error, but it is never silent: it is
+    logged at error level and counted (``AuditTrail.unrecorded``)."""
     audit: RequestAudit | None = getattr(request.state, "audit", None)
     if audit is None:
         return
@@ -145,7 +149,15 @@ async def record_failure(request: Request, *, status: int, reason: str) -> None:
     try:
         await runtime.audit_trail.write([audit.failure_document(status=status, reason=reason)])
     except Exception as error:
-        log.error("could not record a failed interaction: %s", type(error).__name__)
+        runtime.audit_trail.unrecorded += 1
+        log.error(
+            "could not record a refused or failed interaction: %s",
+            type(error).__name__,
+            extra={
+                "request_id": audit.request_id,
+                "audit_unrecorded_total": runtime.audit_trail.unrecorded,
+            },
+        )
 
 
 def smart_security(settings: Settings) -> dict[str, Any]:

@@ -11,6 +11,7 @@ from fastapi import Request
 
 from app.fhir.errors import InvalidResource, PayloadTooLarge
 from app.fhir.http import negotiate, require_json_body
+from app.fhir.text import require_fhir_text
 from app.fhir.validation import require_reasonable_depth
 from app.runtime import Runtime
 
@@ -29,6 +30,21 @@ def runtime(request: Request) -> Runtime:
 def media(request: Request) -> str:
     """The media type to answer with (406 before any work when none can be produced)."""
     return negotiate(request.headers.get("accept"), request.query_params.get("_format"))
+
+
+#: How the path's parameters are named in a 400 (as the rest of the API names them).
+_PATH_NAMES = {"resource_type": "type", "resource_id": "id", "version_id": "vid"}
+
+
+def require_plain_url(request: Request) -> None:
+    """400 for a control character in the path's parameters or in the query's names and
+    values (app/fhir/text.py), before anything reaches the database."""
+    for name, value in request.path_params.items():
+        if isinstance(value, str):
+            require_fhir_text(value, where=_PATH_NAMES.get(name, name))
+    for name, value in request.query_params.multi_items():
+        require_fhir_text(name, where=name)
+        require_fhir_text(value, where=name)
 
 
 async def read_body(request: Request) -> bytes:

@@ -25,6 +25,7 @@ from app.fhir.access import Touched
 from app.fhir.errors import Forbidden
 from app.fhir.resources import instant
 from app.fhir.store import FhirStore
+from app.fhir.text import printable
 from app.security.principal import Principal
 from app.security.scopes import INTERACTION_PERMISSION, permits
 
@@ -206,7 +207,8 @@ class RequestAudit:
             description=f"{status} {reason}",
         )
         if attempt.resource_type is not None and attempt.resource_id is not None:
-            reference = f"{attempt.resource_type}/{attempt.resource_id}"
+            # As sent, which a refusal may be for: control characters escaped, so it stores.
+            reference = printable(f"{attempt.resource_type}/{attempt.resource_id}")
             event["entity"].insert(0, {"what": {"reference": reference}, **_RESOURCE_ENTITY})
             if attempt.resource_type == "Patient":
                 event["entity"].insert(0, {"what": {"reference": reference}, **_PATIENT_ENTITY})

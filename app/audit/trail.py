@@ -33,6 +33,9 @@ class AuditTrail:
         self._store = store
         self._waiting: list[_Waiting] = []
         self._writer: asyncio.Task[None] | None = None
+        #: Refusals and failures whose AuditEvent could not be written (app/api/access.py,
+        #: record_failure): a counter for monitoring, beside the error logged for each.
+        self.unrecorded = 0
 
     async def write(self, documents: list[dict[str, Any]]) -> None:
         """Store ``documents`` (AuditEvents) with the next batch; return once committed."""

@@ -73,6 +73,9 @@ class ResourceVersion(Base):
 # The search index: one table per parameter type, kept in step with every write from the
 # search-parameter registry (app/fhir/search). Rows carry no key of their own: they are found by
 # (resource_type, param, value) when searching and by (resource_type, resource_id) when replaced.
+# Values of any length are kept whole; what is indexed is bounded (app/fhir/search/index.py,
+# INDEX_KEY_LENGTH), as PostgreSQL refuses a B-tree entry over ~2,700 bytes: a key column of
+# the value's first characters beside it, or for a reference's target a key that stands for it.
 
 search_token = Table(
     "search_token",
@@ -81,10 +84,11 @@ search_token = Table(
     Column("param", String(64), nullable=False),
     Column("system", Text, nullable=False),  # '' when the value has no system (so |code works)
     Column("code", Text, nullable=False),
+    Column("code_key", Text, nullable=False),  # the start of code: matched, then code confirms
     Column("resource_id", String(64), nullable=False),
     # resource_id last: a search with several criteria intersects index entries before it
     # reads any resource (bench/README.md, "Scale benchmark").
-    Index(None, "resource_type", "param", "code", "resource_id"),
+    Index(None, "resource_type", "param", "code_key", "resource_id"),
     Index(None, "resource_type", "resource_id"),
 )
 
@@ -95,8 +99,9 @@ search_string = Table(
     Column("param", String(64), nullable=False),
     Column("value", Text, nullable=False),  # normalised: case and accents folded
     Column("exact", Text, nullable=False),  # as written, for :exact
+    Column("value_key", Text, nullable=False),  # the start of value: matched, then confirmed
     Column("resource_id", String(64), nullable=False),
-    Index(None, "resource_type", "param", "value"),
+    Index(None, "resource_type", "param", "value_key"),
     Index(None, "resource_type", "resource_id"),
 )
 
@@ -106,7 +111,7 @@ search_reference = Table(
     Column("resource_type", String(64), nullable=False),
     Column("param", String(64), nullable=False),
     Column("target_type", String(64), nullable=False),  # '' for an absolute URL elsewhere
-    Column("target_id", Text, nullable=False),  # the id, or the whole URL
+    Column("target_id", Text, nullable=False),  # the id, or the URL (reference_key of a long one)
     Column("resource_id", String(64), nullable=False),
     Index(None, "resource_type", "param", "target_id", "target_type", "resource_id"),
     Index(None, "target_id", "target_type"),

@@ -340,10 +340,12 @@ def _index_values(
     for stored, index in items:
         key = {"resource_type": stored.resource_type, "resource_id": stored.id}
         rows[search_token] += [
-            {**key, "param": p, "system": s, "code": c} for p, s, c in index.tokens
+            {**key, "param": p, "system": s, "code": c, "code_key": k}
+            for p, s, c, k in index.tokens
         ]
         rows[search_string] += [
-            {**key, "param": p, "value": v, "exact": e} for p, v, e in index.strings
+            {**key, "param": p, "value": v, "exact": e, "value_key": k}
+            for p, v, e, k in index.strings
         ]
         rows[search_reference] += [
             {**key, "param": p, "target_type": t, "target_id": i} for p, t, i in index.references
@@ -363,14 +365,14 @@ def _index_values(
 # Data-modifying CTEs share one snapshot, so the index DELETEs never see the rows inserted
 # beside them.
 _PG_INDEX_INSERTS = """
-  tok AS (INSERT INTO search_token (resource_type, param, system, code, resource_id)
-          SELECT :rt, x.p, x.s, x.c, :rid
-          FROM unnest(CAST(:tok_p AS text[]), CAST(:tok_s AS text[]), CAST(:tok_c AS text[]))
-               AS x(p, s, c)),
-  str AS (INSERT INTO search_string (resource_type, param, value, exact, resource_id)
-          SELECT :rt, x.p, x.v, x.e, :rid
-          FROM unnest(CAST(:str_p AS text[]), CAST(:str_v AS text[]), CAST(:str_e AS text[]))
-               AS x(p, v, e)),
+  tok AS (INSERT INTO search_token (resource_type, param, system, code, code_key, resource_id)
+          SELECT :rt, x.p, x.s, x.c, x.k, :rid
+          FROM unnest(CAST(:tok_p AS text[]), CAST(:tok_s AS text[]), CAST(:tok_c AS text[]),
+                      CAST(:tok_k AS text[])) AS x(p, s, c, k)),
+  str AS (INSERT INTO search_string (resource_type, param, value, exact, value_key, resource_id)
+          SELECT :rt, x.p, x.v, x.e, x.k, :rid
+          FROM unnest(CAST(:str_p AS text[]), CAST(:str_v AS text[]), CAST(:str_e AS text[]),
+                      CAST(:str_k AS text[])) AS x(p, v, e, k)),
   ref AS (INSERT INTO search_reference (resource_type, param, target_type, target_id, resource_id)
           SELECT :rt, x.p, x.t, x.i, :rid
           FROM unnest(CAST(:ref_p AS text[]), CAST(:ref_t AS text[]), CAST(:ref_i AS text[]))
@@ -417,14 +419,16 @@ _PG_CREATE_MANY = text(
           SELECT x.rt, x.id, 1, x.u, false, x.m, x.c
           FROM unnest(CAST(:rts AS text[]), CAST(:ids AS text[]), CAST(:upd AS timestamptz[]),
                       CAST(:mth AS text[]), CAST(:cnt AS bytea[])) AS x(rt, id, u, m, c)),
-  tok AS (INSERT INTO search_token (resource_type, param, system, code, resource_id)
-          SELECT x.rt, x.p, x.s, x.c, x.r
+  tok AS (INSERT INTO search_token (resource_type, param, system, code, code_key, resource_id)
+          SELECT x.rt, x.p, x.s, x.c, x.k, x.r
           FROM unnest(CAST(:tok_t AS text[]), CAST(:tok_p AS text[]), CAST(:tok_s AS text[]),
-                      CAST(:tok_c AS text[]), CAST(:tok_r AS text[])) AS x(rt, p, s, c, r)),
-  str AS (INSERT INTO search_string (resource_type, param, value, exact, resource_id)
-          SELECT x.rt, x.p, x.v, x.e, x.r
+                      CAST(:tok_c AS text[]), CAST(:tok_k AS text[]), CAST(:tok_r AS text[]))
+               AS x(rt, p, s, c, k, r)),
+  str AS (INSERT INTO search_string (resource_type, param, value, exact, value_key, resource_id)
+          SELECT x.rt, x.p, x.v, x.e, x.k, x.r
           FROM unnest(CAST(:str_t AS text[]), CAST(:str_p AS text[]), CAST(:str_v AS text[]),
-                      CAST(:str_e AS text[]), CAST(:str_r AS text[])) AS x(rt, p, v, e, r)),
+                      CAST(:str_e AS text[]), CAST(:str_k AS text[]), CAST(:str_r AS text[]))
+               AS x(rt, p, v, e, k, r)),
   ref AS (INSERT INTO search_reference (resource_type, param, target_type, target_id, resource_id)
           SELECT x.rt, x.p, x.tt, x.i, x.r
           FROM unnest(CAST(:ref_t AS text[]), CAST(:ref_p AS text[]), CAST(:ref_tt AS text[]),
@@ -468,8 +472,8 @@ def _pg_parameters(
         "content": stored.content,
     }
     for prefix, rows, width in (
-        ("tok", index.tokens, ("p", "s", "c")),
-        ("str", index.strings, ("p", "v", "e")),
+        ("tok", index.tokens, ("p", "s", "c", "k")),
+        ("str", index.strings, ("p", "v", "e", "k")),
         ("ref", index.references, ("p", "t", "i")),
         ("dat", index.dates, ("p", "l", "h")),
         ("qty", index.quantities, ("p", "v", "s", "c")),
@@ -483,8 +487,8 @@ def _pg_parameters(
 
 #: Each index table's parameters in _PG_CREATE_MANY: a prefix, and (short name, column) pairs.
 _MANY_COLUMNS: dict[Table, tuple[str, tuple[tuple[str, str], ...]]] = {
-    search_token: ("tok", (("p", "param"), ("s", "system"), ("c", "code"))),
-    search_string: ("str", (("p", "param"), ("v", "value"), ("e", "exact"))),
+    search_token: ("tok", (("p", "param"), ("s", "system"), ("c", "code"), ("k", "code_key"))),
+    search_string: ("str", (("p", "param"), ("v", "value"), ("e", "exact"), ("k", "value_key"))),
     search_reference: ("ref", (("p", "param"), ("tt", "target_type"), ("i", "target_id"))),
     search_date: ("dat", (("p", "param"), ("l", "low"), ("h", "high"))),
     search_quantity: ("qty", (("p", "param"), ("v", "value"), ("s", "system"), ("c", "code"))),

@@ -2,7 +2,8 @@
 
 What fhir.resources does not check and Waymark does: required code bindings
 (:mod:`app.fhir.bindings`), JSON's rule that no element is empty (``""``, ``[]``, ``{}``,
-``null``), the resource type against the URL, and NHS/CHI number check digits.
+``null``), FHIR's rule that strings hold no control characters (:mod:`app.fhir.text`; an
+element's name included), the resource type against the URL, and NHS/CHI number check digits.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ from app.fhir.bindings import binding_issues
 from app.fhir.errors import InvalidResource, Issue, MethodNotAllowed, UnknownResourceType
 from app.fhir.identifiers import NHS_NUMBER_SYSTEM, chi_number_problem, nhs_number_problem
 from app.fhir.resources import SERVED, is_resource_type, model_class
+from app.fhir.text import printable
+from app.fhir.text import problem as text_problem
 
 _PYDANTIC_CODES = {
     "missing": "required",
@@ -43,8 +46,8 @@ def _pydantic_issues(resource_type: str, error: ValidationError) -> list[Issue]:
 
 
 class _Walker:
-    """One pass over the document: empty values, UK identifier check digits, and the types
-    of resources nested in it (contained ones)."""
+    """One pass over the document: empty values, control characters, UK identifier check
+    digits, and the types of resources nested in it (contained ones)."""
 
     def __init__(self, chi_system: str, root: str) -> None:
         self.chi_system = chi_system
@@ -65,6 +68,8 @@ class _Walker:
             if isinstance(system, str) and isinstance(node.get("value"), str):
                 self._identifier(system, node["value"], path)
             for key, child in node.items():
+                if not self._plain(key, f"{path}.{key}"):
+                    continue
                 if isinstance(child, list):
                     if not child:
                         self._empty(f"{path}.{key}")
@@ -78,8 +83,19 @@ class _Walker:
             # null is allowed only as a placeholder in arrays of primitive extensions (_given).
             if not in_list:
                 self._empty(path)
-        elif isinstance(node, str) and not node.strip():
-            self._empty(path)
+        elif isinstance(node, str):
+            if not node.strip():
+                self._empty(path)
+            else:
+                self._plain(node, path)
+
+    def _plain(self, text: str, path: str) -> bool:
+        """Whether ``text`` (a value, or an element's name) is free of control characters."""
+        found = text_problem(text)
+        if found is None:
+            return True
+        self.issues.append(Issue("value", f"The text {found}", expression=(printable(path),)))
+        return False
 
     def _nested_resource_type(self, resource_type: Any, path: str) -> None:
         if isinstance(resource_type, str) and is_resource_type(resource_type):
@@ -190,7 +206,11 @@ def validate_resource(
         try:
             model_class(resource_type).model_validate(document)
         except ValidationError as error:
-            issues.extend(_pydantic_issues(resource_type, error))
+            # A control character fhir.resources also refuses is said once, by the walker.
+            said = {issue.expression for issue in issues}
+            issues.extend(
+                i for i in _pydantic_issues(resource_type, error) if i.expression not in said
+            )
     issues.extend(binding_issues(resource_type, document))
     if issues:
         summary = issues[0].diagnostics if len(issues) == 1 else f"{len(issues)} problems found"

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import unicodedata
+
 import pytest
 
 from app.fhir.resources import SERVED, model_class
@@ -56,9 +58,10 @@ def test_index_rows_of_a_referral() -> None:
     assert ("subject", "Patient", "p1") in rows.references
     assert ("requester", "PractitionerRole", "r1") in rows.references
     assert ("performer", "", "https://elsewhere.example/HealthcareService/9") in rows.references
-    assert ("category", "http://snomed.info/sct", "3457005") in rows.tokens
-    assert ("status", "", "active") in rows.tokens
-    assert ("category:text", "patient referral", "Patient referral") in rows.strings
+    assert ("category", "http://snomed.info/sct", "3457005", "3457005") in rows.tokens
+    assert ("status", "", "active", "active") in rows.tokens
+    folded = "patient referral"
+    assert ("category:text", folded, "Patient referral", folded) in rows.strings
     [(param, low, high)] = rows.dates
     assert param == "authored"
     assert (low.isoformat(), high.isoformat()) == (
@@ -70,3 +73,43 @@ def test_index_rows_of_a_referral() -> None:
 def test_normalise_folds_case_and_accents() -> None:
     assert normalise("Ève  ") == "eve"
     assert normalise("MÜLLER") == "muller"
+
+
+@pytest.mark.parametrize(
+    ("written", "folded"),
+    [
+        ("Łukasiewicz", "lukasiewicz"),
+        ("ĐORĐEVIĆ", "dordevic"),
+        ("Søren Ørsted", "soren orsted"),
+        ("Straße", "strasse"),
+        ("STRAẞE", "strasse"),
+        ("Æthelred", "aethelred"),
+        ("Œuvre", "oeuvre"),
+        ("Þórr", "thorr"),
+        ("Guðrún", "gudrun"),
+        ("I\u0131\u0130i", "iiii"),  # I, dotless i, dotted I, i
+        ("Ħamrun", "hamrun"),
+        ("Ŧ ŋ ĸ ƀ", "t ng q b"),
+        ("ǾØ", "oo"),  # decomposes to a letter that does not: both steps apply
+        ("ﬁne", "fine"),  # a compatibility ligature
+        ("Иван Ωμέγα", "иван ωμεγα"),  # other scripts keep their letters: no transliteration
+    ],
+)
+def test_latin_letters_that_do_not_decompose_fold_to_their_base_letters(
+    written: str, folded: str
+) -> None:
+    assert normalise(written) == folded
+
+
+def test_the_letters_of_european_languages_fold_to_ascii() -> None:
+    """Latin-1 Supplement and Latin Extended-A: every letter of them (Western, Central and
+    Northern European alphabets, Turkish, Maltese, Sami) folds to ASCII letters (Ŀ keeps
+    its middle dot and ŉ its apostrophe, which are punctuation)."""
+    letters = [chr(p) for p in range(0x00C0, 0x0180) if chr(p).isalpha()]
+    folded = {c: normalise(c) for c in letters}
+    cased = ("Ll", "Lu", "Lt")
+    assert {
+        c: f
+        for c, f in folded.items()
+        if any(unicodedata.category(x) in cased and not x.isascii() for x in f)
+    } == {}

@@ -7,6 +7,8 @@ validator let through) are left out rather than guessed.
 
 from __future__ import annotations
 
+import hashlib
+import re
 import unicodedata
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -23,18 +25,76 @@ _NAME_PARTS = ("text", "family", "given", "prefix", "suffix")
 _ADDRESS_PARTS = ("text", "line", "city", "district", "state", "postalCode", "country")
 
 
+def _latin_letters_by_name() -> dict[int, str]:
+    """Latin letters that do not decompose (Ł, Đ, Ø, Æ, Œ, the dotless i, ...), each mapped
+    to the letters its Unicode name says it is made from: "LATIN SMALL LETTER L WITH STROKE"
+    is an l, "LATIN CAPITAL LETTER AE" is ae. Derived from the Unicode database rather than
+    typed in, so no letter of these blocks is forgotten."""
+    table: dict[int, str] = {}
+    for low, high in _LATIN_BLOCKS:
+        for point in range(low, high):
+            char = chr(point)
+            if unicodedata.normalize("NFKD", char) != char:
+                continue  # NFKD already takes it apart (é, ǿ, ĳ)
+            named = _LATIN_LETTER.fullmatch(unicodedata.name(char, ""))
+            if named:
+                table[point] = named.group(1).lower()
+    return table
+
+
+#: Latin-1 Supplement to Latin Extended-B, Latin Extended Additional, -C, -D and -E.
+_LATIN_BLOCKS = ((0x00C0, 0x0250), (0x1E00, 0x1F00), (0x2C60, 0x2C80), (0xA720, 0xA800),
+                 (0xAB30, 0xAB70))  # fmt: skip
+_LATIN_LETTER = re.compile(
+    r"LATIN (?:SMALL|CAPITAL) (?:LETTER|LIGATURE) (?:DOTLESS )?([A-Z]{1,2})(?: WITH .+)?"
+)
+#: Letters whose names do not spell them, as they are usually written in English text
+#: (ß needs nothing here: casefold() already makes it ss).
+_SPELLED = {"ð": "d", "þ": "th", "ŋ": "ng", "ĸ": "q"}
+_FOLD_LETTERS = {**_latin_letters_by_name(), **{ord(k): v for k, v in _SPELLED.items()}}
+
+
 def normalise(text: str) -> str:
-    """Case- and accent-insensitive form used by string search (FHIR: 'Eve' finds 'ève')."""
+    """The case- and accent-insensitive form string search compares (FHIR: 'Eve' finds
+    'ève'): casefolded, NFKD-decomposed with the combining marks dropped, and Latin letters
+    that do not decompose written as their base letters ('lukas' finds 'Łukasiewicz', 'oe'
+    finds 'Œ', 'ss' finds 'ß'). Done here, in Python, for the index and the query alike, so
+    that SQLite and PostgreSQL compare the same text whatever their collations."""
     if text.isascii():  # nothing to decompose, and casefold() is lower() (the common case)
         return text.lower().strip()
     decomposed = unicodedata.normalize("NFKD", text.casefold())
-    return "".join(c for c in decomposed if not unicodedata.combining(c)).strip()
+    bare = "".join(c for c in decomposed if not unicodedata.combining(c))
+    return bare.translate(_FOLD_LETTERS).strip()
+
+
+#: How much of a value the search indexes hold (characters). PostgreSQL refuses a B-tree
+#: entry over ~2,700 bytes, so a long name or identifier could not be stored whole in one;
+#: the full value sits beside the key, unindexed, and every match on the key is confirmed on
+#: it (app/fhir/search/query.py).
+INDEX_KEY_LENGTH = 128
+
+
+def index_key(value: str) -> str:
+    """The indexed key of a string or token value: its first INDEX_KEY_LENGTH characters."""
+    return value[:INDEX_KEY_LENGTH]
+
+
+def reference_key(target: str) -> str:
+    """What a reference's target (an id, or a URL elsewhere) is indexed and searched by: the
+    target itself, or for one too long to index, its start and a SHA-256 of the whole (a
+    reference is only ever compared whole, so this keeps its matches exact)."""
+    if len(target) <= INDEX_KEY_LENGTH:
+        return target
+    digest = hashlib.sha256(target.encode("utf-8", "surrogatepass")).hexdigest()
+    return f"{target[: INDEX_KEY_LENGTH - 72]}#sha256:{digest}"
 
 
 @dataclass
 class IndexRows:
-    tokens: list[tuple[str, str, str]] = field(default_factory=list)  # param, system, code
-    strings: list[tuple[str, str, str]] = field(default_factory=list)  # param, value, exact
+    #: param, system, code, index_key(code)
+    tokens: list[tuple[str, str, str, str]] = field(default_factory=list)
+    #: param, normalise(exact), exact, index_key(normalise(exact))
+    strings: list[tuple[str, str, str, str]] = field(default_factory=list)
     references: list[tuple[str, str, str]] = field(default_factory=list)  # param, type, id
     dates: list[tuple[str, datetime, datetime]] = field(default_factory=list)  # param, low, high
     quantities: list[tuple[str, Decimal, str, str]] = field(default_factory=list)
@@ -143,24 +203,33 @@ def _quantities(value: Any) -> Iterator[tuple[Decimal, str, str]]:
         yield number, str(value.get("system", "")), str(value.get("code", value.get("unit", "")))
 
 
+def _token_row(param: str, system: str, code: str) -> tuple[str, str, str, str]:
+    return param, system, code, index_key(code)
+
+
+def _string_row(param: str, exact: str) -> tuple[str, str, str, str]:
+    folded = normalise(exact)
+    return param, folded, exact, index_key(folded)
+
+
 def _add(rows: IndexRows, param: SearchParameter, value: Any, base_url: str) -> None:
     code = param.code
     if param.type in ("token", "uri"):
-        rows.tokens.extend((code, s, c) for s, c in token_values(value))
+        rows.tokens.extend(_token_row(code, s, c) for s, c in token_values(value))
         if param.type == "token":
-            rows.strings.extend((f"{code}:text", normalise(t), t) for t in _token_texts(value))
+            rows.strings.extend(_string_row(f"{code}:text", t) for t in _token_texts(value))
     elif param.type == "string":
-        rows.strings.extend((code, normalise(v), v) for v in string_values(value))
+        rows.strings.extend(_string_row(code, v) for v in string_values(value))
     elif param.type == "date":
         rows.dates.extend((code, low, high) for low, high in date_ranges(value))
     elif param.type == "reference":
         for target_type, target_id in reference_targets(value, base_url):
             if not param.targets or target_type in param.targets:
-                rows.references.append((code, target_type, target_id))
+                rows.references.append((code, target_type, reference_key(target_id)))
         # A reference by business identifier (ODS code, client id) answers :identifier.
         if isinstance(value, dict) and isinstance(value.get("identifier"), dict):
             identifiers = token_values(value["identifier"])
-            rows.tokens.extend((f"{code}:identifier", s, c) for s, c in identifiers)
+            rows.tokens.extend(_token_row(f"{code}:identifier", s, c) for s, c in identifiers)
     elif param.type == "quantity":
         rows.quantities.extend((code, *q) for q in _quantities(value))
 

@@ -14,6 +14,7 @@ from app.fhir.errors import InvalidRequest, TooCostly
 from app.fhir.numbers import whole_number
 from app.fhir.resources import SERVED
 from app.fhir.search.registry import SearchParameter, parameters_for
+from app.fhir.text import require_fhir_text
 
 MODIFIERS = {
     "token": frozenset({"missing", "not", "text"}),
@@ -232,6 +233,9 @@ def parse_search(
 ) -> SearchRequest:
     request = SearchRequest(resource_type, count=default_count)
     for name, value in params:
+        # Refused under lenient handling too: such text is not FHIR, not merely not understood.
+        require_fhir_text(name, where=name)
+        require_fhir_text(value, where=name)
         if name in IGNORED_ALWAYS:
             continue
         try:

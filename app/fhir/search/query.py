@@ -41,7 +41,7 @@ from app.fhir.models import (
 )
 from app.fhir.repository import resource_table
 from app.fhir.search.dates import EARLIEST, PREFIXES, parse_date
-from app.fhir.search.index import normalise
+from app.fhir.search.index import INDEX_KEY_LENGTH, index_key, normalise, reference_key
 from app.fhir.search.parse import Criterion, Include, SearchRequest
 from app.fhir.search.registry import SearchParameter, parameters_for
 
@@ -60,22 +60,44 @@ Columns = ReadOnlyColumnCollection[str, Column[Any]]
 # -- one criterion ------------------------------------------------------------------------
 
 
+# Index tables keep each value whole and index only its start (INDEX_KEY_LENGTH characters,
+# app/fhir/search/index.py): a match names the key, which the index finds, and the whole value,
+# which confirms it.
+
+
+def _equal(key: Any, whole: Any, value: str) -> ColumnElement[bool]:
+    if len(value) < INDEX_KEY_LENGTH:
+        # A key shorter than the limit is the whole value: the index alone answers (an
+        # index-only scan where the index ends with resource_id, as search_token's does).
+        on_key: ColumnElement[bool] = key == value
+        return on_key
+    return and_(key == index_key(value), whole == value)
+
+
+def _starts_with(key: Any, whole: Any, start: str) -> ColumnElement[bool]:
+    pattern = f"{_like_escape(start)}%"
+    if len(start) <= INDEX_KEY_LENGTH:  # the key starts with it exactly when the value does
+        on_key: ColumnElement[bool] = key.like(pattern, escape="\\")
+        return on_key
+    return and_(key == index_key(start), whole.like(pattern, escape="\\"))
+
+
 def _token_match(value: str, t: Columns) -> ColumnElement[bool]:
     if "|" not in value:
-        return t.code == value
+        return _equal(t.code_key, t.code, value)
     system, _, code = value.partition("|")
     if not code:
         return t.system == system
-    return and_(t.system == system, t.code == code)
+    return and_(t.system == system, _equal(t.code_key, t.code, code))
 
 
 def _string_match(criterion: Criterion, value: str, s: Columns) -> ColumnElement[bool]:
+    folded = normalise(value)
     if criterion.modifier == "exact":
-        return s.exact == value
-    folded = _like_escape(normalise(value))
+        return and_(s.value_key == index_key(folded), s.exact == value)
     if criterion.modifier in ("contains", "text"):
-        return s.value.like(f"%{folded}%", escape="\\")
-    return s.value.like(f"{folded}%", escape="\\")
+        return s.value.like(f"%{_like_escape(folded)}%", escape="\\")
+    return _starts_with(s.value_key, s.value, folded)
 
 
 def _date_match(
@@ -151,13 +173,13 @@ def _reference_match(
     if value.startswith(f"{base_url}/"):
         value = value[len(base_url) + 1 :]
     elif "://" in value:
-        return and_(ref.target_type == "", ref.target_id == value)
+        return and_(ref.target_type == "", ref.target_id == reference_key(value))
     parts = value.split("/")
     if len(parts) >= 2:
-        return and_(ref.target_type == parts[0], ref.target_id == parts[1])
+        return and_(ref.target_type == parts[0], ref.target_id == reference_key(parts[1]))
     if criterion.modifier:  # subject:Patient=123
-        return and_(ref.target_type == criterion.modifier, ref.target_id == value)
-    return ref.target_id == value
+        return and_(ref.target_type == criterion.modifier, ref.target_id == reference_key(value))
+    return ref.target_id == reference_key(value)
 
 
 def _index_table(criterion: Criterion) -> tuple[Any, str]:
@@ -202,10 +224,10 @@ def _value_match(criterion: Criterion, value: str, c: Any, base_url: str) -> Col
     if param.type == "uri":
         code: ColumnElement[str] = c.code
         if criterion.modifier == "below":
-            return code.like(f"{_like_escape(value)}%", escape="\\")
+            return _starts_with(c.code_key, code, value)
         if criterion.modifier == "above":
             return func.substr(value, 1, func.length(code)) == code
-        return code == value
+        return _equal(c.code_key, code, value)
     if param.type == "string":
         return _string_match(criterion, value, c)
     if param.type == "date":
