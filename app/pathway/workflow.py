@@ -30,8 +30,6 @@ _ALLOWED = {
 #: off the person's open referrals (a held one out of its gate's hold), so the record must say
 #: why, or a referral could disappear with no one able to tell whether it was a mistake.
 NEEDS_REASON = frozenset({"rejected", "cancelled", "on-hold", "failed", "entered-in-error"})
-#: Moves that close a referral.
-CLOSING = frozenset({"rejected", "cancelled", "failed", "completed", "entered-in-error"})
 #: How a referral held by a gate may end other than through the gate, whatever the state
 #: machine allows from where it was before the hold (always requested): the service declines
 #: it, it is withdrawn, the service records that it could not go ahead, or it is marked
