@@ -63,7 +63,8 @@ def patient(n: int, *, nhs_base: int, gp_org: str | None, when: datetime) -> Pla
 
 def last_use(patient_id: str, substance: str, used_on: date, when: datetime) -> Planned:
     """The evidence an abstinence gate reads: an Observation of the date a substance was last
-    used (README "Gates": code gate-evidence|last-use-date, the substance in a component)."""
+    used (docs/gates.md, "Evidence": code gate-evidence|last-use-date, the substance in a
+    component)."""
     display = dict(SUBSTANCES).get(substance, substance)
     document: dict[str, Any] = {
         "resourceType": "Observation",

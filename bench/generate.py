@@ -709,8 +709,8 @@ def observation(
             "unit": "units/week",
         }
     elif roll < 0.95:
-        # Gate evidence (README "Gates"): the date of last use, or days used in the past 28,
-        # of a substance the gates may name, in a component.
+        # Gate evidence (docs/gates.md, "Evidence"): the date of last use, or days used in the
+        # past 28, of a substance the gates may name, in a component.
         system, code, display = rng.choice(EVIDENCE_SUBSTANCES)
         document["category"] = [_concept(OBS_CATEGORY, "social-history", "Social History")]
         if roll < 0.85:
@@ -726,7 +726,7 @@ def observation(
             }
         ]
     else:
-        # A readiness review (README "Phases"): ready, not-ready or deferred, with performer,
+        # A readiness review (docs/phases.md): ready, not-ready or deferred, with performer,
         # date and note.
         document["category"] = [_concept(OBS_CATEGORY, "survey", "Survey")]
         document["code"] = {"coding": [waymark_coding(PATHWAY_CODES, READINESS_REVIEW)]}

@@ -4,7 +4,7 @@ The client has its own ES384 key pair; an administrator registers its public JWK
 ``waymark client add NAME --jwks FILE --scope ...`` (the real CLI, on the benchmark database);
 it then gets each access token from ``POST /auth/token`` with a client assertion it signed (a
 JWT: iss = sub = its name, aud = the token URL, a new jti, exp a few minutes ahead), exactly
-as README "Authentication" tells an EHR to.
+as docs/security.md, "Authentication", tells an EHR to.
 """
 
 from __future__ import annotations

@@ -67,7 +67,7 @@ def waiting_clock(events: Sequence[Any], now: datetime) -> Clock:
         waited=end - started if started is not None else timedelta(),
         paused=_time_in(events, _pauses, since=started, end=end),
         since_referral=end - referred if referred is not None else timedelta(),
-        held_by_gates=_time_in(events, _held_by_gate, since=referred, end=end),
+        held_by_gates=_time_in(events, held_by_gate_event, since=referred, end=end),
     )
 
 
@@ -75,7 +75,8 @@ def _pauses(event: Any) -> bool:
     return bool(event.pauses_clock)
 
 
-def _held_by_gate(event: Any) -> bool:
+def held_by_gate_event(event: Any) -> bool:
+    """The timeline ``event`` put (or kept) the referral on hold by a gate."""
     return bool(event.to_status == "on-hold" and event.business_status == HELD_BY_GATE)
 
 

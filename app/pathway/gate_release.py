@@ -130,12 +130,27 @@ async def release_task(store: FhirStore, task_id: str) -> None:
     await store.update("Task", task_id, task)
 
 
-async def close_holds(store: FhirStore, service_request_id: str) -> None:
-    """The referral was closed (cancelled, rejected, failed) while held: its holds end, so
-    that no re-evaluation visits it again or releases a closed referral."""
+async def close_holds(
+    store: FhirStore,
+    service_request_id: str,
+    *,
+    closed_as: str | None = None,
+    why: str | None = None,
+    who: str | None = None,
+) -> None:
+    """The referral was closed while held (its Task ``closed_as``, for the reason ``why``, by
+    the client ``who``): its holds end, so that no re-evaluation visits it again or releases a
+    closed referral. Each hold's record keeps its held period: a ``closed`` decision with its
+    time, reason and client is appended, and nothing before it is changed."""
     now = moment(store.clock())
+    reason = None
+    if closed_as is not None:
+        reason = f"The referral's Task was {closed_as}" + (f": {why}" if why else "")
     for row in await GateRepository(store.repo.conn).held(service_request_id):
-        await record(store, row, Decision.following(row, action="closed", at=now, held=False))
+        decision = Decision.following(
+            row, action="closed", at=now, held=False, who=who, reason=reason
+        )
+        await record(store, row, decision)
 
 
 async def override(

@@ -50,9 +50,10 @@ from app.pathway.referral_changes import (
 )
 from app.pathway.repository import GateRepository, ReferralRepository
 from app.pathway.workflow import (
-    CLOSING,
+    CLOSES_A_GATE_HOLD,
     OPEN,
     check_transition,
+    held_by_gate,
     status_before_hold,
     timeline_event,
 )
@@ -215,8 +216,9 @@ async def _after_service_request(event: WriteEvent) -> None:
     if row is not None and row.open and revoked and event.before.get("status") in SR_OPEN:
         task = await store.current("Task", row.task_id)
         if task is not None and task.get("status") in OPEN:
+            how = "revoked" if event.after["status"] == "revoked" else "marked entered in error"
             task["status"] = "cancelled"
-            task["statusReason"] = {"text": "The referrer revoked the referral (ServiceRequest)"}
+            task["statusReason"] = {"text": f"The referrer {how} the referral (ServiceRequest)"}
             task["businessStatus"] = {"coding": [coding(REFERRAL_STATE, "withdrawn", "Withdrawn")]}
             await store.as_server().update("Task", row.task_id, task)
 
@@ -313,14 +315,15 @@ async def _check_gate_hold(
 ) -> None:
     """A referral held by an enforced gate leaves the hold only when the gate releases it
     (evidence, a change of its mode) or a clinician overrides it ($override-gate), both of
-    which end the hold on the record first; or when the referral is closed. A plain update
+    which end the hold on the record first; or when the referral is closed (rejected,
+    cancelled, failed or entered in error, each with its own reason). A plain update
     would let it through with no decision recorded. And only a gate decision puts a referral
     in held-by-gate: a client's would be a hold no gate record explains."""
     holding = await GateRepository(store.repo.conn).held(row.service_request_id)
     if not holding:
         if (
-            _held_by_gate(after)
-            and not _held_by_gate(before)
+            held_by_gate(after)
+            and not held_by_gate(before)
             and not isinstance(store.access, OpenAccess)
         ):
             raise BusinessRuleViolation(
@@ -331,9 +334,9 @@ async def _check_gate_hold(
             )
         return
     status = after.get("status")
-    if status in CLOSING:
-        return
-    if not _held_by_gate(after):
+    if status in CLOSES_A_GATE_HOLD:
+        return  # the state machine's rule for closing a gate's hold decides (workflow)
+    if not held_by_gate(after):
         names = ", ".join(f"'{r.gate_code}' (PlanDefinition/{r.gate_id})" for r in holding)
         raise BusinessRuleViolation(
             f"Task/{row.task_id} is held by the gate {names}: it stays on-hold, held-by-gate, "
@@ -341,12 +344,6 @@ async def _check_gate_hold(
             f"a clinician overrides it with a reason (POST /Task/{row.task_id}/$override-gate)",
             expression=("Task.status",) if status != "on-hold" else ("Task.businessStatus",),
         )
-
-
-def _held_by_gate(task: dict[str, Any]) -> bool:
-    return task.get("status") == "on-hold" and codes(
-        task.get("businessStatus", {}), REFERRAL_STATE
-    ) == ["held-by-gate"]
 
 
 async def _check_phase_one(store: FhirStore, row: Any, task: dict[str, Any]) -> None:
@@ -394,7 +391,13 @@ async def _after_task(event: WriteEvent) -> None:
     if status == "accepted":
         await ensure_plan(store, row.patient_id)
     if status not in OPEN:
-        await close_holds(store, row.service_request_id)
+        await close_holds(
+            store,
+            row.service_request_id,
+            closed_as=status,
+            why=values["reason_text"] or values["reason_code"],
+            who=values["who"],
+        )
     await _follow_task(store, row.service_request_id, status)
 
 

@@ -12,13 +12,14 @@ from typing import Any
 
 from app.fhir.resources import instant
 from app.fhir.store import FhirStore
-from app.pathway.clocks import HELD_BY_GATE, waiting_clock
+from app.pathway.clocks import HELD_BY_GATE, held_by_gate_event, waiting_clock
 from app.pathway.codes import REFERRAL_STATE
 from app.pathway.phases import active_plan
 from app.pathway.repository import GateRepository, ReferralRepository
 from app.pathway.shared_care import shared_care_parts
 from app.pathway.summary_phases import phase_one_overdue, phase_parts, review_part
 from app.pathway.timeline import days
+from app.pathway.workflow import OPEN
 
 HELD_TOO_LONG = timedelta(days=90)
 _PARTS = ("CarePlan", "Observation", "EpisodeOfCare", "ServiceRequest", "Task")
@@ -66,10 +67,12 @@ async def _referrals(
     repository = ReferralRepository(store.repo.conn)
     found: list[dict[str, Any]] = []
     overdue: list[list[dict[str, Any]]] = []
+    closed: list[dict[str, Any]] = []
     for row in await repository.of_patient(patient_id):
-        if not row.open:
-            continue
         events = await repository.events(row.task_id)
+        if not row.open:
+            closed.append({"name": "closedReferral", "part": _closed_parts(row, events, now)})
+            continue
         found.append({"name": "referral", "part": _referral_parts(row, events, now)})
         if row.business_status == HELD_BY_GATE and events and now - events[-1].at > HELD_TOO_LONG:
             overdue.append(
@@ -82,7 +85,7 @@ async def _referrals(
                     {"name": "since", "valueDateTime": instant(events[-1].at)},
                 ]
             )
-    return found, overdue
+    return found + closed, overdue
 
 
 def _referral_parts(row: Any, events: list[Any], now: datetime) -> list[dict[str, Any]]:
@@ -108,6 +111,48 @@ def _referral_parts(row: Any, events: list[Any], now: datetime) -> list[dict[str
     parts += [
         {"name": "waitedDays", "valueDecimal": days(clock.waited)},
         {"name": "waitedWithoutPausesDays", "valueDecimal": days(clock.waited_without_pauses)},
+        {"name": "daysSinceReferral", "valueDecimal": days(clock.since_referral)},
+        {"name": "daysHeldByGates", "valueDecimal": days(clock.held_by_gates)},
+    ]
+    return parts
+
+
+def _closed_parts(row: Any, events: list[Any], now: datetime) -> list[dict[str, Any]]:
+    """A closed referral: how and why it ended, and whether a gate was holding it then.
+    Listed so that no referral leaves the person's summary unseen: a referral entered in
+    error, or closed while a gate held it, is exactly what a clinician must be able to see
+    (the record says who closed it and why; $timeline has every step)."""
+    clock = waiting_clock(events, now)
+    ended = next(
+        (e for e in reversed(events) if e.to_status == row.status and e.from_status != e.to_status),
+        None,
+    )
+    closure = next((i for i, e in enumerate(events) if e.to_status not in OPEN), 0)
+    held_when_closed = closure > 0 and held_by_gate_event(events[closure - 1])
+    parts: list[dict[str, Any]] = [
+        {
+            "name": "referral",
+            "valueReference": {"reference": f"ServiceRequest/{row.service_request_id}"},
+        },
+        {"name": "task", "valueReference": {"reference": f"Task/{row.task_id}"}},
+        {"name": "to", "valueReference": {"reference": f"HealthcareService/{row.to_service_id}"}},
+        {"name": "status", "valueCode": row.status},
+    ]
+    if row.business_status:
+        parts.append(
+            {
+                "name": "businessStatus",
+                "valueCoding": {"system": REFERRAL_STATE, "code": row.business_status},
+            }
+        )
+    if ended is not None:
+        parts.append({"name": "closed", "valueDateTime": instant(ended.at)})
+        if ended.reason_text or ended.reason_code:
+            parts.append({"name": "reason", "valueString": ended.reason_text or ended.reason_code})
+        if ended.who:
+            parts.append({"name": "who", "valueUri": ended.who})
+    parts += [
+        {"name": "heldByGateWhenClosed", "valueBoolean": held_when_closed},
         {"name": "daysSinceReferral", "valueDecimal": days(clock.since_referral)},
         {"name": "daysHeldByGates", "valueDecimal": days(clock.held_by_gates)},
     ]

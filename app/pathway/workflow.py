@@ -12,6 +12,7 @@ from datetime import datetime
 from typing import Any
 
 from app.fhir.errors import BusinessRuleViolation
+from app.pathway.clocks import HELD_BY_GATE
 from app.pathway.codes import HOLD_REASON, REFERRAL_STATE, codes
 
 OPEN = frozenset({"draft", "requested", "received", "accepted", "ready", "in-progress", "on-hold"})
@@ -25,19 +26,36 @@ _ALLOWED = {
     "ready": {"in-progress", "cancelled", "on-hold", "failed"},
     "in-progress": {"completed", "failed", "on-hold", "cancelled"},
 }
-#: Moves that must say why, in Task.statusReason.
-NEEDS_REASON = frozenset({"rejected", "cancelled", "on-hold", "failed"})
-#: Moves that close a referral.
-CLOSING = frozenset({"rejected", "cancelled", "failed", "completed", "entered-in-error"})
+#: Moves that must say why, in Task.statusReason. Entered-in-error too: it takes a referral
+#: off the person's open referrals (a held one out of its gate's hold), so the record must say
+#: why, or a referral could disappear with no one able to tell whether it was a mistake.
+NEEDS_REASON = frozenset({"rejected", "cancelled", "on-hold", "failed", "entered-in-error"})
+#: How a referral held by a gate may end other than through the gate, whatever the state
+#: machine allows from where it was before the hold (always requested): the service declines
+#: it, it is withdrawn, the service records that it could not go ahead, or it is marked
+#: entered in error; each with its own reason. A gate decides when a held referral goes
+#: ahead, never that it cannot be closed.
+CLOSES_A_GATE_HOLD = frozenset({"rejected", "cancelled", "failed", "entered-in-error"})
 
 
-def allowed_moves(status: str | None, *, before_hold: str | None = None) -> set[str]:
+def held_by_gate(task: dict[str, Any]) -> bool:
+    """The Task is on hold by a gate's decision (only a gate sets held-by-gate)."""
+    return task.get("status") == "on-hold" and codes(
+        task.get("businessStatus", {}), REFERRAL_STATE
+    ) == [HELD_BY_GATE]
+
+
+def allowed_moves(
+    status: str | None, *, before_hold: str | None = None, gate_hold: bool = False
+) -> set[str]:
     """Where a Task in ``status`` may go. From on-hold: back to ``before_hold`` (the status
     it had before the hold; a Task made on hold, by its gates, was requested), or anywhere the
-    machine allows from there, so that a hold never skips a step."""
+    machine allows from there, so that a hold never skips a step; and from a gate's hold
+    (``gate_hold``), to any of ``CLOSES_A_GATE_HOLD``."""
     if status == "on-hold":
         resumed = before_hold or "requested"
-        return ({resumed} | _ALLOWED.get(resumed, set())) - {"on-hold"}
+        moves = ({resumed} | _ALLOWED.get(resumed, set())) - {"on-hold"}
+        return moves | CLOSES_A_GATE_HOLD if gate_hold else moves
     return set(_ALLOWED.get(str(status), set()))
 
 
@@ -49,7 +67,7 @@ def check_transition(
     old, new = before.get("status"), after.get("status")
     if old == new:
         return
-    allowed = allowed_moves(old, before_hold=before_hold)
+    allowed = allowed_moves(old, before_hold=before_hold, gate_hold=held_by_gate(before))
     if new != "entered-in-error" and new not in allowed:
         came_back = f" (it was '{before_hold or 'requested'}' before the hold)"
         raise BusinessRuleViolation(

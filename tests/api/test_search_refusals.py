@@ -92,7 +92,7 @@ FORM = {"Content-Type": "application/x-www-form-urlencoded"}
 async def test_the_largest_search_allowed_runs_on_both_databases(
     client: httpx.AsyncClient,
 ) -> None:
-    """At the limits (README, "Search"): 30 criteria of 100 values each, 5 sort keys and 20
+    """At the limits (docs/api.md, "Search"): 30 criteria of 100 values each, 5 sort keys and 20
     includes make one statement both databases still parse; a next page keysets on all 5."""
     for year in (1990, 1991, 1992):
         await client.post("/Patient", json=patient(birthDate=f"{year}-01-01"), headers=FHIR_JSON)

@@ -1,8 +1,8 @@
-"""README's walk-through ("One person's pathway, step by step"), step by step, through fhirpy
-against the real app under uvicorn: each README command is made here the same way (a JSON
-Patch where README patches), and what README shows as its output must be what the server
-answers now, ids, instants and client names aside. A README that drifts from the server
-fails here."""
+"""The documented walk-through (docs/phases.md, "One person's pathway, step by step"), step by
+step, through fhirpy against the real app under uvicorn: each documented command is made here
+the same way (a JSON Patch where the document patches), and what the document shows as its
+output must be what the server answers now, ids, instants and client names aside. A document
+that drifts from the server fails here."""
 
 from __future__ import annotations
 
@@ -22,15 +22,15 @@ from tests.conftest import LiveServer
 from tests.pathway.referrals import ALCOHOL, ANY_DRUG, GATE_EVIDENCE, SERVICE_ID, SNOMED, referral
 
 CODES = "https://fhir.waymark.org.uk/CodeSystem/pathway-codes"
-README = Path(__file__).resolve().parents[2] / "README.md"
+WALK_THROUGH = Path(__file__).resolve().parents[2] / "docs" / "phases.md"
 SECTION = "## One person's pathway, step by step"
 
 Step = Callable[[], Awaitable[list[str]]]
 
 
-def readme_steps() -> list[tuple[str, list[str]]]:
-    """The walk-through's commands (after ``$ ``) and the lines README shows under each."""
-    section = README.read_text().split(SECTION, 1)[1].split("\n## ", 1)[0]
+def documented_steps() -> list[tuple[str, list[str]]]:
+    """The walk-through's commands (after ``$ ``) and the lines it shows under each."""
+    section = WALK_THROUGH.read_text().split(SECTION, 1)[1].split("\n## ", 1)[0]
     block = section.split("```text\n", 1)[1].split("```", 1)[0]
     steps: list[tuple[str, list[str]]] = []
     for line in block.splitlines():
@@ -78,7 +78,7 @@ def _shown(value: Any) -> Any:
 
 
 def pathway_lines(summary: dict[str, Any]) -> list[str]:
-    """README's jq projection of $pathway, one line per parameter."""
+    """The walk-through's jq projection of $pathway, one line per parameter."""
     lines = []
     for parameter in summary["parameter"]:
         value = _second(parameter)
@@ -91,7 +91,7 @@ def pathway_lines(summary: dict[str, Any]) -> list[str]:
 
 
 class Walk:
-    """The walk-through's state, as README's shell variables hold it."""
+    """The walk-through's state, as its shell variables hold it."""
 
     def __init__(self, live_server: LiveServer) -> None:
         auth = f"Bearer {live_server.token}"
@@ -167,7 +167,7 @@ def _business(task: dict[str, Any]) -> Any:
 
 
 def _steps(walk: Walk) -> list[tuple[str, Step]]:
-    """Each README command (a fragment of it that names it) and how this test makes it."""
+    """Each documented command (a fragment of it that names it) and how this test makes it."""
     v = walk.vars
 
     async def make_patient() -> list[str]:
@@ -314,12 +314,12 @@ def _steps(walk: Walk) -> list[tuple[str, Step]]:
     ]
 
 
-async def test_readme_walk_through_answers_as_readme_shows(live_server: LiveServer) -> None:
+async def test_the_walk_through_answers_as_documented(live_server: LiveServer) -> None:
     await _seed(live_server)
-    documented = readme_steps()
+    documented = documented_steps()
     steps = _steps(Walk(live_server))
-    assert len(steps) == len(documented), "README's walk-through has other steps than this test"
+    assert len(steps) == len(documented), "the walk-through has other steps than this test"
     for (marker, step), (command, shown) in zip(steps, documented, strict=True):
-        assert marker in command, f"README's step '{command}' is not the test's '{marker}'"
+        assert marker in command, f"documented step '{command}' is not the test's '{marker}'"
         answered = await step()
         assert [normal(line) for line in answered] == [normal(line) for line in shown], command

@@ -12,6 +12,7 @@ import pytest
 
 from app.db import transaction
 from app.fhir.repository import as_utc
+from app.pathway.gate_records import log_of
 from app.pathway.gate_release import reevaluate_held
 from app.pathway.projections import rebuild
 from app.pathway.repository import GateRepository
@@ -217,3 +218,116 @@ async def test_only_a_gate_puts_a_referral_in_held_by_gate(client: httpx.AsyncCl
         statusReason=reason(text="the person asked to wait"),
     )
     assert paused.status_code == 200, paused.text
+
+
+JSON_PATCH = {"Content-Type": "application/json-patch+json"}
+
+
+@pytest.mark.parametrize(
+    ("status", "state"),
+    [("failed", "discharged"), ("rejected", "declined"), ("cancelled", "withdrawn")],
+)
+async def test_a_held_referral_may_be_closed_each_way_with_a_reason_of_its_own(
+    client: httpx.AsyncClient, runtime: Runtime, clock: SettableClock, status: str, state: str
+) -> None:
+    _, request = await _held_referral(client)
+    task_id = task_of(request)
+    # The gate's reason for the hold is not a reason for closing.
+    left_over = await _put_task(client, task_id, status=status, businessStatus=business(state))
+    assert left_over.status_code == 422, left_over.text
+    assert left_over.json()["issue"][0]["expression"] == ["Task.statusReason"]
+    assert "left from an earlier move" in left_over.json()["issue"][0]["diagnostics"]
+    clock.advance(3)
+    closed = await _put_task(
+        client,
+        task_id,
+        status=status,
+        businessStatus=business(state),
+        statusReason=reason(text="No contact after three attempts"),
+    )
+    assert closed.status_code == 200, closed.text
+    rows = await _rows(runtime, request["id"])
+    assert [(r.seq, r.action, r.held, r.current) for r in rows] == [
+        (0, "held", True, False),
+        (1, "closed", False, True),
+    ]
+    assert rows[1].reason == f"The referral's Task was {status}: No contact after three attempts"
+    assert rows[1].who is not None
+    assert as_utc(rows[1].at) == clock.now
+    assert (await client.get(f"/ServiceRequest/{request['id']}")).json()["status"] == "revoked"
+    async with transaction(runtime.engine, write=True) as conn:
+        await rebuild(runtime.store(conn))
+    assert await _rows(runtime, request["id"]) == rows
+
+
+async def _patch_task(
+    http: httpx.AsyncClient, task_id: str, operations: list[dict[str, Any]]
+) -> httpx.Response:
+    return await http.patch(f"/Task/{task_id}", json=operations, headers=JSON_PATCH)
+
+
+async def test_entered_in_error_needs_a_reason_and_keeps_the_held_period(
+    client: httpx.AsyncClient, runtime: Runtime, clock: SettableClock
+) -> None:
+    patient_id, request = await _held_referral(client)
+    task_id = task_of(request)
+    clock.advance(10)
+    erred = [{"op": "replace", "path": "/status", "value": "entered-in-error"}]
+    bare = await _patch_task(client, task_id, [*erred, {"op": "remove", "path": "/statusReason"}])
+    assert bare.status_code == 422, bare.text
+    assert bare.json()["issue"][0]["expression"] == ["Task.statusReason"]
+    assert "'entered-in-error' needs a Task.statusReason" in bare.json()["issue"][0]["diagnostics"]
+    left_over = await _patch_task(client, task_id, erred)  # still the gate's reason for the hold
+    assert left_over.status_code == 422, left_over.text
+    assert left_over.json()["issue"][0]["expression"] == ["Task.statusReason"]
+    assert (await client.get(f"/Task/{task_id}")).json()["meta"]["versionId"] == "1"
+
+    why = {"op": "replace", "path": "/statusReason", "value": {"text": "Made for the wrong person"}}
+    assert (await _patch_task(client, task_id, [*erred, why])).status_code == 200
+    # The gate's record keeps the hold and says how and why it ended; nothing is erased.
+    rows = await _rows(runtime, request["id"])
+    assert [(r.action, r.held, r.current) for r in rows] == [
+        ("held", True, False),
+        ("closed", False, True),
+    ]
+    assert as_utc(rows[1].at) - as_utc(rows[0].at) == timedelta(days=10)
+    assert rows[1].reason == "The referral's Task was entered-in-error: Made for the wrong person"
+    issue = await _issue(client, request["id"])
+    assert [entry["action"] for entry in log_of(issue)] == ["closed"]
+    assert (await client.get(f"/ServiceRequest/{request['id']}")).json()["status"] == (
+        "entered-in-error"
+    )
+    # The timeline keeps the held period and the reason.
+    timeline = (await client.get(f"/ServiceRequest/{request['id']}/$timeline")).json()
+    events = [_parts(p) for p in timeline["parameter"] if p["name"] == "event"]
+    assert [(e["to"], e.get("reason")) for e in events] == [
+        ("on-hold", events[0].get("reason")),
+        ("entered-in-error", "Made for the wrong person"),
+    ]
+    [clock_part] = [_parts(p) for p in timeline["parameter"] if p["name"] == "clock"]
+    assert (clock_part["daysHeldByGates"], clock_part["endedBy"]) == (10, "closure")
+    # $pathway still lists the referral, closed, with how, why and how long a gate held it.
+    summary = (await client.get(f"/Patient/{patient_id}/$pathway")).json()["parameter"]
+    assert [p for p in summary if p["name"] == "referral"] == []
+    [closed] = [_parts(p) for p in summary if p["name"] == "closedReferral"]
+    assert closed["referral"] == {"reference": f"ServiceRequest/{request['id']}"}
+    assert closed["status"] == "entered-in-error"
+    assert closed["reason"] == "Made for the wrong person"
+    assert closed["heldByGateWhenClosed"] is True
+    assert closed["daysHeldByGates"] == 10
+    [gate] = [_parts(p) for p in summary if p["name"] == "gate"]
+    assert (gate["decision"], gate["holding"]) == ("closed", False)
+    # And a closed referral stays closed: nothing releases it when evidence arrives.
+    for substance in (ALCOHOL, ANY_DRUG):
+        await record_last_use(client, patient_id, substance, "2025-01-01")
+    assert await _rows(runtime, request["id"]) == rows
+    async with transaction(runtime.engine, write=True) as conn:
+        await rebuild(runtime.store(conn))
+    assert await _rows(runtime, request["id"]) == rows
+
+
+def _parts(parameter: dict[str, Any]) -> dict[str, Any]:
+    return {
+        part["name"]: next(v for k, v in part.items() if k.startswith("value"))
+        for part in parameter["part"]
+    }

@@ -302,6 +302,7 @@ async def _walk(http: httpx.AsyncClient, task_id: str, *statuses: str) -> None:
         (("rejected",), "received"),
         (("on-hold",), "in-progress"),
         (("on-hold",), "completed"),
+        (("on-hold",), "failed"),  # only a gate's hold may also be failed (test_gate_holds)
         (("received", "on-hold"), "in-progress"),
         (("received", "on-hold"), "requested"),
     ],

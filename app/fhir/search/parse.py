@@ -37,7 +37,7 @@ RESULT_PARAMETERS = frozenset(
 #: Parameters FHIR defines for the whole interaction, answered elsewhere or not applicable.
 IGNORED_ALWAYS = frozenset({"_format", "_pretty"})
 
-# What one search may ask for (README, "Search"). Each value, criterion and key is a part of
+# What one search may ask for (docs/api.md, "Search"). Each value, criterion and key is a part of
 # one SQL statement; past these the statement outgrows what the databases parse (SQLite's
 # expression depth of 1,000, PostgreSQL's stack and 32,767 parameters) long before any real
 # search needs it.

@@ -486,7 +486,7 @@ async def run_search(conn: AsyncConnection, request: SearchRequest, base_url: st
 
 # -- _include and _revinclude -----------------------------------------------------------------
 
-#: The most resources _include and _revinclude add to one page (README, "Search"): a Patient's
+#: The most resources _include and _revinclude add to one page (docs/api.md, "Search"): a Patient's
 #: _revinclude can reach thousands of Observations, and every one is read and sent. Past it
 #: the page says so in an OperationOutcome entry; fewer matches per page (_count) bring in
 #: fewer.
