@@ -345,6 +345,8 @@ class FhirStore:
         if current is None:
             raise NotFound(f"{resource_type}/{resource_id} is not known")
         if current.deleted:
+            # Already gone, whatever If-Match names: the change asked for has been made, and
+            # RFC 9110 section 13.1.1 lets a retry whose first answer was lost succeed.
             self.access.touched("delete", resource_type, [(resource_type, resource_id, None)])
             return None
         self._check_if_match(current, if_match)
