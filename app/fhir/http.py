@@ -126,8 +126,7 @@ def parse_if_match(header: str | None) -> int | None:
     version = whole_number(tag.group(1)) if tag else None
     if version is None:
         raise InvalidRequest(
-            f"If-Match must name a version as W/\"n\" (an ETag this server sent); "
-            f"got '{header}'",
+            f"If-Match must name a version as W/\"n\" (an ETag this server sent); got '{header}'",
             expression=("If-Match",),
         )
     return version
