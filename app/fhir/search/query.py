@@ -524,7 +524,10 @@ def planned_search_resources(request: SearchRequest) -> int:
 
 
 async def _included(
-    conn: AsyncConnection, request: SearchRequest, ids: list[str], budget: RequestBudget | None
+    conn: AsyncConnection,
+    request: SearchRequest,
+    ids: list[str],
+    budget: RequestBudget | None = None,
 ) -> _Included:
     """The matches' includes, then one :iterate hop over those, at most MAX_INCLUDED in all
     (the first ones by type and id, so a page always brings in the same ones)."""
