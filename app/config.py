@@ -67,6 +67,21 @@ class Settings(BaseSettings):
         description="Most entries accepted in one transaction or batch Bundle (413 above): "
         "one Bundle is one database transaction, so this bounds how long it holds its locks.",
     )
+    max_request_resources: int = Field(
+        default=50_000,
+        ge=1,
+        description="Most resources one request may ask for, counted before anything is read "
+        "(413 too-costly above): for a search, its page size (_count) plus 1,000 when it has "
+        "_include or _revinclude (the most those add to a page); for a batch or transaction, "
+        "the sum over its entries, one for each entry that is not a search.",
+    )
+    max_response_bytes: int = Field(
+        default=32 * 1024 * 1024,
+        ge=64 * 1024,
+        description="Most bytes of resources one answer may carry, counted as they are read, "
+        "shared by every entry of a batch or transaction and by a search's includes (400 "
+        "too-costly above, before the response is built; the whole request is refused).",
+    )
     default_page_size: int = Field(default=50, ge=1, le=1000)
     max_page_size: int = Field(default=500, ge=1, le=5000)
 

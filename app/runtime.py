@@ -10,6 +10,7 @@ from app.audit.trail import AuditTrail
 from app.clock import Clock, system_clock
 from app.config import Settings
 from app.fhir.access import OPEN_ACCESS, Access
+from app.fhir.budget import RequestBudget
 from app.fhir.hooks import WriteHooks
 from app.fhir.repository import ResourceRepository
 from app.fhir.store import FhirStore
@@ -48,4 +49,8 @@ class Runtime:
             default_page_size=self.settings.default_page_size,
             max_page_size=self.settings.max_page_size,
             access=access,
+            budget=RequestBudget(
+                max_resources=self.settings.max_request_resources,
+                max_bytes=self.settings.max_response_bytes,
+            ),
         )

@@ -137,7 +137,10 @@ PREFER = _parameter(
     example="return=OperationOutcome, handling=lenient",
 )
 IF_MATCH = _parameter(
-    "header", "If-Match", 'Versioned update: W/"n" (412 when stale)', example='W/"1"'
+    "header",
+    "If-Match",
+    'Version-aware write: the ETag read, W/"n" (412 when stale, 400 when not an ETag)',
+    example='W/"1"',
 )
 IF_NONE_EXIST = _parameter(
     "header",

@@ -322,9 +322,10 @@ async def patch(request: Request, resource_type: ResourceType, resource_id: Reso
 @router.delete(
     "/{resource_type}/{resource_id}",
     name="delete",
-    summary="Delete a resource (a tombstone version; history is kept)",
-    responses={204: {"description": "Deleted (or already deleted)"}, **_responses({}, 405)},
-    openapi_extra={"parameters": [edge.FORMAT]},
+    summary="Delete a resource (a tombstone version; history is kept), If-Match for versioned "
+    "delete",
+    responses={204: {"description": "Deleted (or already deleted)"}, **_responses({}, 405, 412)},
+    openapi_extra={"parameters": [edge.IF_MATCH, edge.FORMAT]},
     status_code=204,
 )
 async def delete(
@@ -332,7 +333,8 @@ async def delete(
 ) -> Response:
     _media(request)
     _check_interaction(resource_type, "delete")
+    if_match = parse_if_match(request.headers.get("if-match"))
     async with audited_store(request, write=True) as store:
-        stored = await store.delete(resource_type, resource_id)
+        stored = await store.delete(resource_type, resource_id, if_match=if_match)
     headers = {"ETag": etag(stored.version_id)} if stored is not None else {}
     return Response(status_code=204, headers=headers)

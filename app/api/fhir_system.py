@@ -75,7 +75,11 @@ _RESPONSE_SCHEMA: dict[str, Any] = {
         "`Bundle.entry[n]` in `issue.expression`. A batch answers every entry with its own "
         "status (and OperationOutcome when it failed). The most entries one Bundle may hold is "
         "a setting (WAYMARK_MAX_BUNDLE_ENTRIES), named in the CapabilityStatement; beyond it "
-        "the answer is 413."
+        "the answer is 413. What one Bundle may read is bounded as a whole: the resources its "
+        "entries may ask for (each search's _count, plus 1,000 with _include/_revinclude) by "
+        "WAYMARK_MAX_REQUEST_RESOURCES, checked before any entry runs (413), and the bytes of "
+        "the resources its answer carries by WAYMARK_MAX_RESPONSE_BYTES, counted as they are "
+        "read (past it the whole Bundle, batch or transaction, is refused with 400 too-costly)."
     ),
     responses=edge.responses(
         {200: "A transaction-response or batch-response Bundle, entries in request order"},

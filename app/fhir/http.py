@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -108,16 +109,25 @@ def parse_prefer(header: str | None) -> Preferences:
     return Preferences(return_, handling)
 
 
+# RFC 9110 section 8.8.3: an entity-tag is a quoted string, weak when prefixed with W/. FHIR's
+# ETags are W/"n" (the version id); "n" is the same version in the strong form some clients
+# send. A bare 3, "*", or a list of tags is malformed here: a version-aware write names the one
+# version it read.
+_ENTITY_TAG = re.compile(r'(?:W/)?"([^"]*)"')
+
+
 def parse_if_match(header: str | None) -> int | None:
-    """The version an If-Match header names (``W/"3"`` or ``"3"``), or None when absent."""
+    """The version an If-Match header names (``W/"3"`` or ``"3"``), or None when absent.
+
+    PUT, PATCH and DELETE, and Bundle entries' ``request.ifMatch``, all read it here."""
     if header is None:
         return None
-    value = header.strip()
-    value = value.removeprefix("W/").strip('"')
-    version = whole_number(value)
+    tag = _ENTITY_TAG.fullmatch(header.strip())
+    version = whole_number(tag.group(1)) if tag else None
     if version is None:
         raise InvalidRequest(
-            f"If-Match must name a version as W/\"n\"; got '{header}'", expression=("If-Match",)
+            f"If-Match must name a version as W/\"n\" (an ETag this server sent); got '{header}'",
+            expression=("If-Match",),
         )
     return version
 

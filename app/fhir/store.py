@@ -21,6 +21,7 @@ import orjson
 from app.clock import Clock
 from app.fhir import bundles
 from app.fhir.access import OPEN_ACCESS, Access, OpenAccess, Touched
+from app.fhir.budget import RequestBudget
 from app.fhir.errors import (
     BusinessRuleViolation,
     Forbidden,
@@ -77,6 +78,7 @@ class FhirStore:
         default_page_size: int = 50,
         max_page_size: int = 500,
         access: Access = OPEN_ACCESS,
+        budget: RequestBudget | None = None,
     ) -> None:
         self.repo = repository
         self.clock = clock
@@ -86,6 +88,8 @@ class FhirStore:
         self.default_page_size = default_page_size
         self.max_page_size = max_page_size
         self.access = access
+        #: What answering this store's one request may cost (app/fhir/budget.py).
+        self.budget = budget or RequestBudget.unlimited()
         #: Warnings the write raised without refusing it (an advisory gate not met): the
         #: response carries them as OperationOutcome issues.
         self.warnings: list[Issue] = []
@@ -188,7 +192,7 @@ class FhirStore:
             lenient=lenient,
         )
         request.criteria = [self._within_access(c) for c in request.criteria]
-        page = await run_search(self.repo.conn, request, self.base_url)
+        page = await run_search(self.repo.conn, request, self.base_url, budget=self.budget)
         # Resources brought in by _include/_revinclude are read: the caller must be allowed to.
         for included_type in sorted({included[0] for included in page.included}):
             self.access.authorise("read", included_type)
@@ -345,6 +349,8 @@ class FhirStore:
         if current is None:
             raise NotFound(f"{resource_type}/{resource_id} is not known")
         if current.deleted:
+            # Already gone, whatever If-Match names: the change asked for has been made, and
+            # RFC 9110 section 13.1.1 lets a retry whose first answer was lost succeed.
             self.access.touched("delete", resource_type, [(resource_type, resource_id, None)])
             return None
         self._check_if_match(current, if_match)

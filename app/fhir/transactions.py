@@ -31,6 +31,7 @@ import orjson
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from app.fhir import bundles
+from app.fhir.budget import ResponseTooCostly
 from app.fhir.bundle_entries import BundleRequest, Entry, locate
 from app.fhir.errors import (
     Conflict,
@@ -47,7 +48,8 @@ from app.fhir.errors import (
 from app.fhir.http import etag
 from app.fhir.repository import StoredVersion
 from app.fhir.resources import SERVED, instant
-from app.fhir.search.parse import conditional_criteria
+from app.fhir.search.parse import conditional_criteria, parse_search
+from app.fhir.search.query import planned_search_resources
 from app.fhir.store import FhirStore, require_valid_id
 from app.fhir.validation import validate_resource
 
@@ -98,6 +100,11 @@ async def process(
 ) -> bytes:
     """Run ``bundle`` on ``conn`` (the caller's one transaction) and answer with the
     transaction-response or batch-response Bundle; a failing transaction raises instead."""
+    store.budget.plan(
+        sum(_planned_resources(entry, store) for entry in bundle.entries),
+        what=f"This {bundle.type} of {len(bundle.entries)} entries",
+        bundle=True,
+    )
     processor = _Processor(
         store=store, conn=conn, base_url=base_url, return_preference=return_preference
     )
@@ -112,6 +119,34 @@ async def process(
         entries=[answer.encode() for answer in answers],
         now=store.clock(),
     )
+
+
+def _planned_resources(entry: Entry | FhirError, store: FhirStore) -> int:
+    """The most resources ``entry`` may read for the answer: a search's page and includes,
+    one resource for any other entry, none for an entry that failed to be read (or whose
+    search does not parse: it fails on its own, having read nothing)."""
+    if isinstance(entry, FhirError):
+        return 0
+    if entry.method not in ("GET", "HEAD") or entry.resource_id is not None:
+        return 1
+    try:
+        request = parse_search(
+            entry.resource_type,
+            _search_params(entry),
+            default_count=store.default_page_size,
+            max_count=store.max_page_size,
+        )
+    except FhirError:
+        return 0
+    return planned_search_resources(request)
+
+
+def _search_params(entry: Entry) -> list[tuple[str, str]]:
+    return [
+        (name, value)
+        for name, value in parse_qsl(entry.query or "", keep_blank_values=True)
+        if name != "_format"
+    ]
 
 
 class _Processor:
@@ -172,6 +207,8 @@ class _Processor:
             async with self.conn.begin_nested():
                 target = await self._target(entry) if entry.method in ("POST", "PUT") else None
                 return await self._execute(entry, target)
+        except ResponseTooCostly:
+            raise  # the whole answer is past its budget: no entry's alone
         except FhirError as error:
             failure, reason = _located(error, entry), type(error).__name__
         except Exception as error:
@@ -318,6 +355,8 @@ class _Processor:
             stored = await self.store.vread(
                 entry.resource_type, entry.resource_id, entry.version_id
             )
+        if stored.content is not None and entry.method == "GET":
+            self.store.budget.charge(len(stored.content))
         return _Answer(
             200,
             full_url=f"{self.base_url}/{stored.resource_type}/{stored.id}",
@@ -326,12 +365,7 @@ class _Processor:
         )
 
     async def _search(self, entry: Entry) -> _Answer:
-        params = [
-            (name, value)
-            for name, value in parse_qsl(entry.query or "", keep_blank_values=True)
-            if name != "_format"
-        ]
-        searchset = await self.store.search(entry.resource_type, params)
+        searchset = await self.store.search(entry.resource_type, _search_params(entry))
         return _Answer(200, resource=None if entry.method == "HEAD" else searchset)
 
     def _written(self, stored: StoredVersion, status: int) -> _Answer:

@@ -186,6 +186,46 @@ async def test_delete_then_read_is_410_and_history_keeps_the_tombstone(
     assert search["total"] == 0
 
 
+async def test_delete_honours_if_match_as_put_and_patch_do(client: httpx.AsyncClient) -> None:
+    """One If-Match rule for every version-aware write: 412 when stale, 400 when malformed."""
+    resource = (await create(client, patient())).json()
+    url = f"/Patient/{resource['id']}"
+    resource["gender"] = "female"
+    assert (await client.put(url, json=resource, headers=FHIR_JSON)).status_code == 200
+    stale = await client.delete(url, headers={"If-Match": 'W/"1"'})
+    assert stale.status_code == 412
+    assert issues(stale.json())[0][0] == "conflict"
+    assert stale.headers["etag"] == 'W/"2"'
+    for malformed in ("banana", "2", "W/2", '"2', "*", 'W/"1", W/"2"', 'W/"-2"'):
+        refused = await client.delete(url, headers={"If-Match": malformed})
+        assert refused.status_code == 400, malformed
+        assert issues(refused.json()) == [("invalid", ["If-Match"])], malformed
+    assert (await client.get(url)).status_code == 200  # none of those deleted it
+    deleted = await client.delete(url, headers={"If-Match": 'W/"2"'})
+    assert deleted.status_code == 204
+    assert deleted.headers["etag"] == 'W/"3"'
+    # A retry of a delete whose answer was lost succeeds (RFC 9110 section 13.1.1).
+    assert (await client.delete(url, headers={"If-Match": 'W/"2"'})).status_code == 204
+
+
+async def test_if_match_without_quotes_is_refused_by_put_and_patch_alike(
+    client: httpx.AsyncClient,
+) -> None:
+    """An ETag is a quoted string (RFC 9110 section 8.8.3): a bare 1 is not one."""
+    resource = (await create(client, patient())).json()
+    url = f"/Patient/{resource['id']}"
+    put = await client.put(url, json=resource, headers={**FHIR_JSON, "If-Match": "1"})
+    ops = [{"op": "replace", "path": "/gender", "value": "female"}]
+    patch_headers = {"Content-Type": "application/json-patch+json", "If-Match": "1"}
+    patched = await client.patch(url, json=ops, headers=patch_headers)
+    for response in (put, patched):
+        assert response.status_code == 400
+        assert issues(response.json()) == [("invalid", ["If-Match"])]
+    strong = await client.put(url, json=resource, headers={**FHIR_JSON, "If-Match": '"1"'})
+    assert strong.status_code == 200
+    assert strong.headers["etag"] == 'W/"2"'
+
+
 async def test_recreating_a_deleted_resource_continues_its_versions(
     client: httpx.AsyncClient,
 ) -> None:

@@ -10,7 +10,8 @@ import httpx
 import orjson
 import pytest
 
-from tests.api.helpers import FHIR_JSON, issues, patient
+from tests.api.bundle_builders import bundle, entry
+from tests.api.helpers import FHIR_JSON, NHS, issues, patient
 
 
 @pytest.mark.parametrize(
@@ -139,3 +140,94 @@ async def test_thousands_of_values_are_refused_not_a_500(client: httpx.AsyncClie
     posted = await client.post("/Patient/_search", content=f"family={values}", headers=FORM)
     assert posted.status_code == 400
     assert issues(posted.json()) == [("too-costly", ["family"])]
+
+
+EMPTY_ALTERNATIVES = [
+    ("family", "a,"),
+    ("family", ","),
+    ("family", ",Example"),
+    ("family", "Example, "),
+    ("family", "\u0301"),  # a lone combining accent folds to nothing
+    ("family:contains", "a,"),
+    ("name", "Example,,Other"),
+    ("identifier", "|"),
+    ("identifier", f"{NHS}|9434765919,|"),
+    ("identifier", "a,"),
+    ("identifier:text", "a,"),
+    ("gender:not", "male,"),
+    ("general-practitioner", "Practitioner/"),
+    ("general-practitioner", "Practitioner/x,"),
+    ("general-practitioner:identifier", "|"),
+    ("birthdate", "1980,"),
+    ("_id", "x,"),
+    ("_lastUpdated", "gt2000-01-01,"),
+    ("general-practitioner.name", "a,"),
+    ("general-practitioner:Practitioner.family", ","),
+    ("_has:Observation:subject:code", "http://loinc.org|1,"),
+    ("_has:Observation:subject:code", "|"),
+]
+
+
+@pytest.mark.parametrize(("name", "value"), EMPTY_ALTERNATIVES)
+async def test_an_empty_alternative_is_400_not_a_match_for_everything(
+    client: httpx.AsyncClient, name: str, value: str
+) -> None:
+    """``family=a,`` once matched every Patient: the empty alternative was a prefix of all."""
+    await client.post("/Patient", json=patient(), headers=FHIR_JSON)
+    response = await client.get("/Patient", params={name: value})
+    assert response.status_code == 400, response.text
+    assert issues(response.json()) == [("invalid", [name])]
+    assert "is empty" in response.json()["issue"][0]["diagnostics"]
+    posted = await client.post("/Patient/_search", content=urlencode({name: value}), headers=FORM)
+    assert posted.status_code == 400, posted.text
+
+
+@pytest.mark.parametrize(("name", "value"), EMPTY_ALTERNATIVES[:4])
+async def test_an_empty_alternative_in_a_condition_is_400(
+    client: httpx.AsyncClient, name: str, value: str
+) -> None:
+    """Conditions parse their criteria as a search does: ``family=a,`` in If-None-Exist must
+    not match (and so skip creating) whatever Patient exists."""
+    await client.post("/Patient", json=patient(), headers=FHIR_JSON)
+    condition = urlencode({name: value})
+    created = await client.post(
+        "/Patient", json=patient(), headers={**FHIR_JSON, "If-None-Exist": condition}
+    )
+    assert created.status_code == 400, created.text
+    assert issues(created.json()) == [("invalid", [name])]
+    # In a Bundle: a conditional create, and a conditional reference (which would otherwise
+    # be "matches more than one" or resolve to whichever Patient exists).
+    observation = {
+        "resourceType": "Observation",
+        "status": "final",
+        "code": {"text": "Units per week"},
+        "subject": {"reference": f"Patient?{condition}"},
+    }
+    for sent in (
+        bundle(entry("POST", "Patient", patient(), ifNoneExist=condition)),
+        bundle(entry("POST", "Observation", observation)),
+    ):
+        response = await client.post("/", json=sent, headers=FHIR_JSON)
+        assert response.status_code == 400, response.text
+        assert issues(response.json())[0][0] == "invalid"
+    listed = (await client.get("/Patient")).json()
+    assert listed["total"] == 1
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "found"),
+    [
+        ("family", "Nobody,Exam", 1),
+        ("family", "a\\,", 0),  # an escaped comma is part of the value, not an empty one
+        ("identifier", f"{NHS}|", 1),  # any code in the system
+        ("identifier", "|9434765919", 0),  # the code with no system
+        ("general-practitioner:missing", "true", 1),
+    ],
+)
+async def test_values_that_look_empty_but_are_not_still_search(
+    client: httpx.AsyncClient, name: str, value: str, found: int
+) -> None:
+    await client.post("/Patient", json=patient(), headers=FHIR_JSON)
+    response = await client.get("/Patient", params={name: value})
+    assert response.status_code == 200, response.text
+    assert response.json()["total"] == found

@@ -667,6 +667,8 @@ async def test_the_body_must_be_a_bundle(client: httpx.AsyncClient) -> None:
             400,
             "Bundle.entry[1].request.ifMatch",
         ),
+        (entry("DELETE", "Patient/a", ifMatch="banana"), 400, "Bundle.entry[1].request.ifMatch"),
+        (entry("DELETE", "Patient/a", ifMatch="1"), 400, "Bundle.entry[1].request.ifMatch"),
         (entry("PATCH", "Patient/a", patient(id="a")), 400, "Bundle.entry[1].resource"),
     ],
 )

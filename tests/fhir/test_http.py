@@ -63,5 +63,7 @@ def test_if_match() -> None:
     assert parse_if_match(None) is None
     assert parse_if_match('W/"3"') == 3
     assert parse_if_match('"12"') == 12
-    with pytest.raises(InvalidRequest):
-        parse_if_match('W/"abc"')
+    assert parse_if_match(' W/"7" ') == 7
+    for malformed in ('W/"abc"', "3", "W/3", '"3', "*", 'W/"1", W/"2"', 'w/"3"', 'W/""', ""):
+        with pytest.raises(InvalidRequest):
+            parse_if_match(malformed)

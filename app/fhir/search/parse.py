@@ -13,6 +13,7 @@ from urllib.parse import parse_qsl
 from app.fhir.errors import InvalidRequest, TooCostly
 from app.fhir.numbers import whole_number
 from app.fhir.resources import SERVED
+from app.fhir.search.index import normalise
 from app.fhir.search.registry import SearchParameter, parameters_for
 from app.fhir.text import require_fhir_text
 
@@ -113,7 +114,9 @@ def _param(resource_type: str, code: str, name: str) -> SearchParameter:
     return param
 
 
-def _simple(resource_type: str, name: str, value: str) -> Criterion:
+def _simple(resource_type: str, name: str, value: str, *, written: str | None = None) -> Criterion:
+    """One criterion on ``resource_type``; ``written`` is the parameter as the client wrote it
+    when ``name`` is the inner part of a chain or a _has."""
     code, _, modifier = name.partition(":")
     param = _param(resource_type, code, name)
     type_modifier = param.type == "reference" and modifier in SERVED
@@ -125,7 +128,31 @@ def _simple(resource_type: str, name: str, value: str) -> Criterion:
         )
     if modifier == "missing" and value not in ("true", "false"):
         raise InvalidRequest(f"'{name}' takes true or false", expression=(name,))
-    return Criterion(param, modifier, split_or(value))
+    values = split_or(value)
+    for position, alternative in enumerate(values, start=1):
+        if _selects_nothing_in_particular(param, modifier, alternative):
+            raise InvalidRequest(
+                f"Value {position} of {len(values)} of '{written or name}' is empty (or names "
+                "nothing to match): each comma-separated value must say what to match",
+                expression=(written or name,),
+            )
+    return Criterion(param, modifier, values)
+
+
+def _selects_nothing_in_particular(param: SearchParameter, modifier: str, value: str) -> bool:
+    """An alternative that names nothing to match: blank (``family=a,``), a string that folds
+    to nothing (a string search is a prefix match, so it would match everything), a token of
+    neither system nor code (``|``), a reference to no id (``Patient/``). Every criterion, a
+    chain's and a _has's included, is made by ``_simple``, so this holds for all of them."""
+    if not value.strip():
+        return True
+    if (param.type == "string" and modifier != "exact") or modifier == "text":
+        return not normalise(value)
+    if param.type == "token" or modifier == "identifier":
+        return value.strip() == "|"
+    if param.type == "reference":
+        return value.endswith("/")
+    return False
 
 
 def _chained(resource_type: str, name: str, value: str) -> Criterion:
@@ -151,7 +178,7 @@ def _chained(resource_type: str, name: str, value: str) -> Criterion:
             f"No type that '{code}' can refer to has the parameter '{chained_code}'",
             expression=(name,),
         )
-    inner = _simple(targets[0], tail, value)
+    inner = _simple(targets[0], tail, value, written=name)
     return Criterion(param, "", (), chain=(targets, inner))
 
 
@@ -167,7 +194,7 @@ def _reverse_chained(resource_type: str, name: str, value: str) -> Criterion:
     reference = _param(referring_type, reference_code, name)
     if reference.type != "reference":
         raise InvalidRequest(f"'{reference_code}' is not a reference", expression=(name,))
-    inner = _simple(referring_type, rest, value)
+    inner = _simple(referring_type, rest, value, written=name)
     anchor = _param(resource_type, "_id", name)
     return Criterion(anchor, "", (), has=(referring_type, reference_code, inner))
 

@@ -31,6 +31,7 @@ from sqlalchemy import (
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.sql.base import ReadOnlyColumnCollection
 
+from app.fhir.budget import RequestBudget, planned_search
 from app.fhir.errors import InvalidRequest
 from app.fhir.models import (
     search_date,
@@ -439,7 +440,17 @@ class SearchPage:
     included_truncated: bool = False
 
 
-async def run_search(conn: AsyncConnection, request: SearchRequest, base_url: str) -> SearchPage:
+async def run_search(
+    conn: AsyncConnection,
+    request: SearchRequest,
+    base_url: str,
+    *,
+    budget: RequestBudget | None = None,
+) -> SearchPage:
+    """One page of ``request``. With a ``budget`` (a client's search), the page's most
+    resources are planned against it before any is read, and their bytes charged as read."""
+    if budget is not None:
+        budget.plan(planned_search_resources(request), what="This search")
     where = [r.resource_type == request.resource_type, r.deleted.is_(False)]
     where += conditions(request.resource_type, request.criteria, r.id, base_url)
     total = None
@@ -468,6 +479,9 @@ async def run_search(conn: AsyncConnection, request: SearchRequest, base_url: st
     if reverse:
         fetched = list(reversed(fetched))
     rows = [(row[0], row[1]) for row in fetched]
+    if budget is not None:
+        for _, content in rows:
+            budget.charge(len(content))
 
     def cursor_at(row: Any, kind: str) -> str:
         return _encode_cursor(kind, [*row[2:], row[0]])
@@ -480,7 +494,7 @@ async def run_search(conn: AsyncConnection, request: SearchRequest, base_url: st
             prev_cursor = cursor_at(fetched[0], "prev")
     if total is None and not request.cursor and not more:
         total = len(rows)  # the whole result is on this page
-    included = await _included(conn, request, [row[0] for row in rows])
+    included = await _included(conn, request, [row[0] for row in rows], budget)
     return SearchPage(rows, total, next_cursor, prev_cursor, included.resources, included.truncated)
 
 
@@ -520,7 +534,23 @@ def _by_type(keys: Sequence[tuple[str, str]]) -> dict[str, list[str]]:
     return grouped
 
 
-async def _included(conn: AsyncConnection, request: SearchRequest, ids: list[str]) -> _Included:
+def planned_search_resources(request: SearchRequest) -> int:
+    """The most resources one page of ``request`` may read: its matches, and what its
+    includes may add (at most MAX_INCLUDED, whatever the includes)."""
+    return planned_search(
+        request.count,
+        includes=bool(request.includes),
+        summary_count=request.summary_count,
+        max_included=MAX_INCLUDED,
+    )
+
+
+async def _included(
+    conn: AsyncConnection,
+    request: SearchRequest,
+    ids: list[str],
+    budget: RequestBudget | None = None,
+) -> _Included:
     """The matches' includes, then one :iterate hop over those, at most MAX_INCLUDED in all
     (the first ones by type and id, so a page always brings in the same ones)."""
     if not request.includes or not ids:
@@ -535,7 +565,7 @@ async def _included(conn: AsyncConnection, request: SearchRequest, ids: list[str
         keys = await _linked_keys(conn, wanted, frontier, limit=room + len(seen) + 1)
         new = [k for k in sorted(keys) if k not in seen]
         seen.update(new[:room])
-        resources = await _fetch(conn, new[:room])
+        resources = await _fetch(conn, new[:room], budget)
         found += resources
         if len(new) > room:
             return _Included(found, truncated=True)
@@ -588,7 +618,7 @@ def _include_statements(include: Include, frontier: list[tuple[str, str]]) -> li
 
 
 async def _fetch(
-    conn: AsyncConnection, keys: list[tuple[str, str]]
+    conn: AsyncConnection, keys: list[tuple[str, str]], budget: RequestBudget | None
 ) -> list[tuple[str, str, bytes]]:
     found: list[tuple[str, str, bytes]] = []
     for resource_type, resource_ids in sorted(_by_type(keys).items()):
@@ -598,5 +628,8 @@ async def _fetch(
                 .where(r.resource_type == resource_type, r.id.in_(chunk), r.deleted.is_(False))
                 .order_by(r.id)
             )
-            found += [(row[0], row[1], row[2]) for row in await conn.execute(stmt)]
+            for row in await conn.execute(stmt):
+                if budget is not None:
+                    budget.charge(len(row[2]))
+                found.append((row[0], row[1], row[2]))
     return found
