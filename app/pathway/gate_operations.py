@@ -93,6 +93,7 @@ def _parameters_of(gates: list[dict[str, Any]], omitted: set[str]) -> dict[str, 
 async def gates_of_service(store: FhirStore, service_id: str, *, base_url: str) -> dict[str, Any]:
     stored = await store.read("HealthcareService", service_id)
     store.access.authorise("search-type", "PlanDefinition")
+    store.access.authorise("read", "PlanDefinition")  # the answer is the PlanDefinitions
     gates = await gates_guarding(store, orjson.loads(stored.content or b"{}"))
     return {
         "resourceType": "Bundle",

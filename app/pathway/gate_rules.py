@@ -126,6 +126,18 @@ def evidence_types(gate: Gate) -> tuple[str, ...]:
     return ("Observation",)
 
 
+async def evidence_types_of(store: FhirStore, gate_id: str, kind: str) -> tuple[str, ...]:
+    """``evidence_types`` of the gate ``gate_id``; for a gate no longer active, every type a
+    gate of its kind may read (opioid substitution counting), so that nothing is shown that
+    might depend on a record the caller may not read."""
+    for gate, _ in await _active_gates(store):
+        if gate.id == gate_id:
+            return evidence_types(gate)
+    if kind == "phase":
+        return ("CarePlan", "Observation")
+    return ("Observation", "MedicationStatement", "MedicationRequest")
+
+
 async def evaluate_for(
     store: FhirStore, gates: list[Gate], *, patient_id: str, today: date
 ) -> list[Outcome]:
