@@ -45,7 +45,7 @@ def _parts(parameter: dict[str, Any]) -> dict[str, Any]:
 
 async def _operation_event(client: httpx.AsyncClient, request_id: str) -> dict[str, Any]:
     events = (await client.get("/AuditEvent", params={"subtype": "operation"})).json()
-    [event] = [
+    [event]: list[dict[str, Any]] = [
         e["resource"]
         for e in events["entry"]
         if any(
