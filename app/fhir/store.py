@@ -122,7 +122,8 @@ class FhirStore:
         self, resource_type: str, params: list[tuple[str, str]], *, count: int = 100
     ) -> list[dict[str, Any]]:
         """The documents a search matches, first ``count`` of them (no access check: for the
-        server's own rules)."""
+        server's own rules, with criteria the server made; criteria a client sent go through
+        :meth:`search_request`)."""
         request = parse_search(resource_type, params, default_count=count, max_count=count)
         page = await run_search(self.repo.conn, request, self.base_url)
         self.access.consulted([(resource_type, rid, content) for rid, content in page.rows])
