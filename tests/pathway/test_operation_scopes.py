@@ -45,7 +45,7 @@ def _parts(parameter: dict[str, Any]) -> dict[str, Any]:
 
 async def _operation_event(client: httpx.AsyncClient, request_id: str) -> dict[str, Any]:
     events = (await client.get("/AuditEvent", params={"subtype": "operation"})).json()
-    [event]: list[dict[str, Any]] = [
+    found: list[dict[str, Any]] = [
         e["resource"]
         for e in events["entry"]
         if any(
@@ -53,6 +53,7 @@ async def _operation_event(client: httpx.AsyncClient, request_id: str) -> dict[s
             for x in e["resource"]["entity"]
         )
     ]
+    [event] = found
     return event
 
 
