@@ -36,7 +36,8 @@ async def reevaluate_referral(
     ``cause``: the resource whose write led to the re-evaluation (``Observation/{id}``), by
     the caller of ``store``. Any client allowed to write evidence can so release a hold: each
     decision then names the resource and its writer (the log's ``who`` and ``reason``, the
-    DetectedIssue's mitigation, the released Task's statusReason and so its timeline), so that
+    DetectedIssue's mitigation in its gate-release-evidence and gate-release-writer extensions,
+    the released Task's statusReason and so its timeline), so that
     a reviewer sees what released it and who wrote that."""
     repository = GateRepository(store.repo.conn)
     held = await repository.held(service_request_id, skip_locked=skip_locked)
@@ -64,10 +65,7 @@ async def reevaluate_referral(
             released_all = False
         if because is not None:
             decision = replace(decision, who=store.access.source, reason=because)
-        note = _release_note(decision)
-        if note is not None and because is not None:
-            note = f"{note}: {because}"
-        await record(store, row, decision, note=note, evidence=cause)
+        await record(store, row, decision, note=_release_note(decision), evidence=cause)
     if released_all:
         reason = None if because is None else f"Released from its gate hold: {because}"
         await release_task(store.as_server(), held[0].task_id, reason=reason)

@@ -146,6 +146,6 @@ async def _gates(store: FhirStore, patient_id: str) -> list[dict[str, Any]]:
                 }
             )
         else:
-            parts.insert(5, {"name": "outcome", "valueCode": row.outcome})
+            parts.insert(4, {"name": "outcome", "valueCode": row.outcome})
         gates.append({"name": "gate", "part": parts})
     return gates
