@@ -62,8 +62,13 @@ async def referral_timeline(
         "receiving service: `gate` (the PlanDefinition), `code`, `title`, `kind`, `mode` (as it "
         "is now), `outcome` (met, not-met, unknown), `evidence` (references used), `metOn` "
         "(the date it would be met if nothing changes), `needed` (the evidence missing), "
-        "`detail`. Needs read access to ServiceRequest. Defined by "
-        "OperationDefinition/evaluate-gates."
+        "`detail`. Needs read access to ServiceRequest. Decided from the token's scopes before "
+        "anything is read: without read access to PlanDefinition no gate is named; a gate's "
+        "`outcome`, `evidence`, `detail`, `metOn` and `needed` need read access to every type "
+        "its evaluation reads (Observation; MedicationStatement and MedicationRequest when "
+        "opioid substitution counts; CarePlan for the phase gate), and are otherwise left out "
+        "with an `omitted` part saying so; `omitted` at the top names each type left out. "
+        "Defined by OperationDefinition/evaluate-gates."
     ),
     responses=edge.responses({200: "The evaluation, as Parameters"}, _PARAMETERS),
 )
@@ -178,8 +183,9 @@ async def _override(request: Request, resource_id: str, override: Override) -> R
         "daysHeldByGates); one `closedReferral` per closed referral (referral, task, to, "
         "status, businessStatus, closed, reason, who, heldByGateWhenClosed, "
         "daysSinceReferral, daysHeldByGates); one `gate` per gate evaluated on them, as it "
-        "stands now (referral, "
-        "gate, kind, mode, outcome, holding, decision, releasedBy); one `overdue` per item "
+        "stands now (referral, gate, kind, mode, outcome, holding, decision, releasedBy; the "
+        "outcome only when the token may read the records the gate reads, else an `omitted` "
+        "part); one `overdue` per item "
         "past due (kind `held-over-90-days`, `phase-1-without-review` or `shared-care-review`, "
         "item, since); and `omitted`, naming what the token may not read and so was left out. "
         "Defined by OperationDefinition/pathway."

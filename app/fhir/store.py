@@ -11,7 +11,7 @@ import copy
 import re
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl, urlencode
 
@@ -24,7 +24,6 @@ from app.fhir.access import OPEN_ACCESS, Access, OpenAccess, Touched
 from app.fhir.budget import RequestBudget
 from app.fhir.errors import (
     BusinessRuleViolation,
-    Forbidden,
     Gone,
     InvalidRequest,
     InvalidResource,
@@ -39,8 +38,9 @@ from app.fhir.numbers import whole_number
 from app.fhir.repository import ResourceRepository, StoredVersion
 from app.fhir.resources import instant
 from app.fhir.search.index import IndexRows, index_rows
-from app.fhir.search.parse import Criterion, parse_search
+from app.fhir.search.parse import SearchRequest, parse_search
 from app.fhir.search.query import run_search
+from app.fhir.search.scoped import scoped_search
 from app.fhir.validation import validate_resource
 
 _HTTP_METHODS = {"create": "POST", "update": "PUT", "patch": "PATCH"}
@@ -126,7 +126,8 @@ class FhirStore:
         self, resource_type: str, params: list[tuple[str, str]], *, count: int = 100
     ) -> list[dict[str, Any]]:
         """The documents a search matches, first ``count`` of them (no access check: for the
-        server's own rules)."""
+        server's own rules, with criteria the server made; criteria a client sent go through
+        :meth:`search_request`)."""
         request = parse_search(resource_type, params, default_count=count, max_count=count)
         page = await run_search(self.repo.conn, request, self.base_url)
         self.access.consulted([(resource_type, rid, content) for rid, content in page.rows])
@@ -183,19 +184,14 @@ class FhirStore:
         self, resource_type: str, params: list[tuple[str, str]], *, lenient: bool = False
     ) -> bytes:
         """One page of a search, as a searchset Bundle."""
-        self.access.authorise("search-type", resource_type)
-        request = parse_search(
+        request = self.search_request(
             resource_type,
             params,
             default_count=self.default_page_size,
             max_count=self.max_page_size,
             lenient=lenient,
         )
-        request.criteria = [self._within_access(c) for c in request.criteria]
         page = await run_search(self.repo.conn, request, self.base_url, budget=self.budget)
-        # Resources brought in by _include/_revinclude are read: the caller must be allowed to.
-        for included_type in sorted({included[0] for included in page.included}):
-            self.access.authorise("read", included_type)
         touched = [(resource_type, rid, content) for rid, content in page.rows]
         touched += page.included
         self.access.touched("search-type", resource_type, touched, query=urlencode(params))
@@ -207,23 +203,25 @@ class FhirStore:
             now=self.clock(),
         )
 
-    def _within_access(self, criterion: Criterion) -> Criterion:
-        """A chain or ``_has`` searches other types: the caller learns about those too. A
-        chain whose reference may point at several types keeps those the caller may search
-        (``subject.identifier`` then means the Patients' identifiers to a Patient-only caller);
-        none of them, or a ``_has`` on a type it may not search, is refused."""
-        if criterion.has is not None:
-            self.access.authorise("search-type", criterion.has[0])
-        if criterion.chain is None:
-            return criterion
-        targets, inner = criterion.chain
-        allowed = tuple(t for t in targets if self.access.permits("search-type", t))
-        if not allowed:
-            raise Forbidden(
-                f"The chained parameter '{criterion.param.code}' searches {', '.join(targets)}: "
-                "the access token allows searching none of them"
-            )
-        return replace(criterion, chain=(allowed, inner))
+    def search_request(
+        self,
+        resource_type: str,
+        params: Sequence[tuple[str, str]],
+        *,
+        default_count: int,
+        max_count: int,
+        lenient: bool = False,
+    ) -> SearchRequest:
+        """Criteria a client sent, as a search that reaches only what its scopes allow: the
+        one way to evaluate criteria for a client (see app/fhir/search/scoped.py)."""
+        return scoped_search(
+            self.access,
+            resource_type,
+            params,
+            default_count=default_count,
+            max_count=max_count,
+            lenient=lenient,
+        )
 
     # -- writes --------------------------------------------------------------------------
 
@@ -390,15 +388,17 @@ class FhirStore:
     ) -> StoredVersion | None:
         """The one current resource ``query`` matches, None for no match, 412 for several.
 
-        A conditional create, update or reference is a search: the caller needs the search
-        permission on the type, and a match is recorded as what the search touched.
+        A conditional create, update or reference is a search, checked as one
+        (:meth:`search_request`): the caller needs the search permission on the type and on
+        every type its chains and ``_has`` reach, and a match is recorded as what the search
+        touched.
         ``criteria`` names where the query came from, for the error messages.
         """
-        self.access.authorise("search-type", resource_type)
         params = parse_qsl(query.lstrip("?"), keep_blank_values=True)
         if not params:
+            self.access.authorise("search-type", resource_type)
             raise InvalidRequest(f"{criteria} holds no search parameters")
-        request = parse_search(resource_type, params, default_count=2, max_count=2)
+        request = self.search_request(resource_type, params, default_count=2, max_count=2)
         request.count = 2
         # Concurrent retries of the same conditional create must not both create.
         await self.repo.lock(f"{resource_type}?{sorted(request.canonical)}")

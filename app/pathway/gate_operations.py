@@ -11,7 +11,8 @@ from app.fhir.errors import Forbidden, InvalidRequest, NotFound
 from app.fhir.store import FhirStore
 from app.pathway.codes import reference_id
 from app.pathway.gate_release import override
-from app.pathway.gate_rules import evaluate_gates, gates_guarding
+from app.pathway.gate_rules import evaluate_for, evidence_types, gates_acting, gates_guarding
+from app.pathway.gates import Gate, Outcome
 from app.pathway.phase_override import override_phase_two
 from app.pathway.repository import ReferralRepository
 from app.security.principal import Principal
@@ -19,6 +20,12 @@ from app.security.scopes import GATE_OVERRIDE_SCOPE
 
 
 async def evaluate_referral_gates(store: FhirStore, service_request_id: str) -> dict[str, Any]:
+    """$evaluate-gates. What the caller may read is decided from its scopes before anything
+    else is read: the gates are PlanDefinitions (none is named without read access to them),
+    and a gate's outcome, evidence and detail come from the person's records (the types
+    ``evidence_types`` names): without read access to all of them the gate is named but not
+    evaluated. What was left out is said, in the gate's ``omitted`` part and in one top-level
+    ``omitted`` per type, as $pathway does."""
     stored = await store.read("ServiceRequest", service_request_id)
     request = orjson.loads(stored.content or b"{}")
     row = await ReferralRepository(store.repo.conn).by_service_request(service_request_id)
@@ -28,36 +35,65 @@ async def evaluate_referral_gates(store: FhirStore, service_request_id: str) -> 
     patient_id = reference_id(request.get("subject"), "Patient")
     if row is None or service is None or patient_id is None:
         raise NotFound(f"ServiceRequest/{service_request_id} is not a referral")
-    outcomes = await evaluate_gates(
+    if not store.access.permits("read", "PlanDefinition"):
+        return _parameters_of([], {"PlanDefinition"})
+    acting = await gates_acting(store, service=service, referral_code=request.get("code"))
+    gates = [g for g in acting if g.kind == "phase"] + [g for g in acting if g.kind != "phase"]
+    unreadable = {
+        g.id: [t for t in evidence_types(g) if not store.access.permits("read", t)] for g in gates
+    }
+    outcomes = await evaluate_for(
         store,
+        [g for g in gates if not unreadable[g.id]],
         patient_id=patient_id,
-        service=service,
         today=store.clock().date(),
-        referral_code=request.get("code"),
     )
-    parameters = []
-    for outcome in outcomes:
-        parts: list[dict[str, Any]] = [
-            {"name": "gate", "valueReference": {"reference": f"PlanDefinition/{outcome.gate.id}"}},
-            {"name": "code", "valueCode": outcome.gate.code},
-            {"name": "title", "valueString": outcome.gate.title},
-            {"name": "kind", "valueCode": outcome.gate.kind},
-            {"name": "mode", "valueCode": outcome.gate.mode},
-            {"name": "outcome", "valueCode": outcome.outcome},
-            *({"name": "evidence", "valueReference": {"reference": r}} for r in outcome.evidence),
-            {"name": "detail", "valueString": outcome.detail},
-        ]
-        if outcome.met_on is not None:
-            parts.append({"name": "metOn", "valueDate": outcome.met_on.isoformat()})
-        if outcome.needed:
-            parts.append({"name": "needed", "valueString": outcome.needed})
-        parameters.append({"name": "gate", "part": parts})
+    evaluated = {o.gate.id: o for o in outcomes}
+    parts = [_gate_parts(gate, evaluated.get(gate.id), unreadable[gate.id]) for gate in gates]
+    return _parameters_of(parts, {t for types in unreadable.values() for t in types})
+
+
+def _gate_parts(gate: Gate, outcome: Outcome | None, unreadable: list[str]) -> dict[str, Any]:
+    parts: list[dict[str, Any]] = [
+        {"name": "gate", "valueReference": {"reference": f"PlanDefinition/{gate.id}"}},
+        {"name": "code", "valueCode": gate.code},
+        {"name": "title", "valueString": gate.title},
+        {"name": "kind", "valueCode": gate.kind},
+        {"name": "mode", "valueCode": gate.mode},
+    ]
+    if outcome is None:
+        parts.append(
+            {
+                "name": "omitted",
+                "valueString": "outcome, evidence and detail: the token has no read scope for "
+                + ", ".join(unreadable),
+            }
+        )
+        return {"name": "gate", "part": parts}
+    parts += [
+        {"name": "outcome", "valueCode": outcome.outcome},
+        *({"name": "evidence", "valueReference": {"reference": r}} for r in outcome.evidence),
+        {"name": "detail", "valueString": outcome.detail},
+    ]
+    if outcome.met_on is not None:
+        parts.append({"name": "metOn", "valueDate": outcome.met_on.isoformat()})
+    if outcome.needed:
+        parts.append({"name": "needed", "valueString": outcome.needed})
+    return {"name": "gate", "part": parts}
+
+
+def _parameters_of(gates: list[dict[str, Any]], omitted: set[str]) -> dict[str, Any]:
+    parameters = gates + [
+        {"name": "omitted", "valueString": f"{t}: the token has no read scope"}
+        for t in sorted(omitted)
+    ]
     return {"resourceType": "Parameters", **({"parameter": parameters} if parameters else {})}
 
 
 async def gates_of_service(store: FhirStore, service_id: str, *, base_url: str) -> dict[str, Any]:
     stored = await store.read("HealthcareService", service_id)
     store.access.authorise("search-type", "PlanDefinition")
+    store.access.authorise("read", "PlanDefinition")  # the answer is the PlanDefinitions
     gates = await gates_guarding(store, orjson.loads(stored.content or b"{}"))
     return {
         "resourceType": "Bundle",

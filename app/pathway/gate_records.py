@@ -28,6 +28,9 @@ GATE_EVALUATION = f"{WAYMARK}/StructureDefinition/gate-evaluation"
 GATE_DECISION = f"{WAYMARK}/StructureDefinition/gate-decision"
 GATE_OUTCOME = f"{WAYMARK}/StructureDefinition/gate-outcome"
 RELEASED_BY = f"{WAYMARK}/StructureDefinition/gate-released-by"
+#: On a mitigation: the resource whose write released the hold, and the client that wrote it.
+RELEASE_EVIDENCE = f"{WAYMARK}/StructureDefinition/gate-release-evidence"
+RELEASE_WRITER = f"{WAYMARK}/StructureDefinition/gate-release-writer"
 
 
 @dataclass(frozen=True, slots=True)
@@ -206,11 +209,13 @@ async def record(
     *,
     note: str | None = None,
     title: str | None = None,
+    evidence: str | None = None,
 ) -> None:
     """Append ``decision`` after ``previous`` (the gate's current row, or None) to the
     projection and to the log of the gate's DetectedIssue on the referral (made if the gate
     has none yet: an override of a gate that did not hold). ``note``: a mitigation, in words,
-    for a release or an override."""
+    for a release or an override; ``evidence``: the resource whose write led to it (named
+    in the mitigation, with ``decision.who`` who wrote it)."""
     issue_id = previous.detected_issue_id if previous is not None else None
     if issue_id is None:
         issue_id = await _issue_for(store, decision, title or decision.gate_code)
@@ -219,12 +224,17 @@ async def record(
         issue.setdefault("extension", []).append(log_entry(decision))
         _set_outcome(issue, decision)
         if note:
+            extensions: list[dict[str, Any]] = [
+                {"url": RELEASED_BY, "valueCode": decision.released_by}
+            ]
+            if evidence is not None:
+                extensions.append(
+                    {"url": RELEASE_EVIDENCE, "valueReference": {"reference": evidence}}
+                )
+                if decision.who:
+                    extensions.append({"url": RELEASE_WRITER, "valueUri": decision.who})
             issue.setdefault("mitigation", []).append(
-                {
-                    "extension": [{"url": RELEASED_BY, "valueCode": decision.released_by}],
-                    "action": {"text": note},
-                    "date": instant(decision.at),
-                }
+                {"extension": extensions, "action": {"text": note}, "date": instant(decision.at)}
             )
         await store.as_server().update("DetectedIssue", issue_id, issue)
     await GateRepository(store.repo.conn).append(

@@ -8,6 +8,7 @@ decision on the record (``gate_records``), in the same transaction as the Task's
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import orjson
@@ -22,11 +23,22 @@ from app.pathway.repository import GateRepository, ReferralRepository
 
 
 async def reevaluate_referral(
-    store: FhirStore, service_request_id: str, *, skip_locked: bool = False
+    store: FhirStore,
+    service_request_id: str,
+    *,
+    skip_locked: bool = False,
+    cause: str | None = None,
 ) -> bool:
     """Release the referral's holds whose gates are now met (or no longer enforced), record
     a hold whose outcome or mode changed, and release the referral when no hold is left.
-    True when the referral was released."""
+    True when the referral was released.
+
+    ``cause``: the resource whose write led to the re-evaluation (``Observation/{id}``), by
+    the caller of ``store``. Any client allowed to write evidence can so release a hold: each
+    decision then names the resource and its writer (the log's ``who`` and ``reason``, the
+    DetectedIssue's mitigation in its gate-release-evidence and gate-release-writer extensions,
+    the released Task's statusReason and so its timeline), so that
+    a reviewer sees what released it and who wrote that."""
     repository = GateRepository(store.repo.conn)
     held = await repository.held(service_request_id, skip_locked=skip_locked)
     if not held:
@@ -41,6 +53,7 @@ async def reevaluate_referral(
     if outcomes is None:
         return False
     now = moment(store.clock())
+    because = _written(cause, store.access.source)
     released_all = True
     for row in held:
         outcome = outcomes.get(row.gate_id)
@@ -50,10 +63,20 @@ async def reevaluate_referral(
             continue
         if decision.held:
             released_all = False
-        await record(store, row, decision, note=_release_note(decision))
+        if because is not None:
+            decision = replace(decision, who=store.access.source, reason=because)
+        await record(store, row, decision, note=_release_note(decision), evidence=cause)
     if released_all:
-        await release_task(store.as_server(), held[0].task_id)
+        reason = None if because is None else f"Released from its gate hold: {because}"
+        await release_task(store.as_server(), held[0].task_id, reason=reason)
     return released_all
+
+
+def _written(cause: str | None, who: str | None) -> str | None:
+    """What a re-evaluation followed, in words (None: not a write, e.g. time passing)."""
+    if cause is None:
+        return None
+    return f"{cause} was written by {who or 'the server'}"
 
 
 async def _outcomes_now(store: FhirStore, service_request_id: str) -> dict[str, Outcome] | None:
@@ -116,9 +139,10 @@ def _release_note(decision: Decision) -> str | None:
     return None
 
 
-async def release_task(store: FhirStore, task_id: str) -> None:
+async def release_task(store: FhirStore, task_id: str, *, reason: str | None = None) -> None:
     """Put a held referral's Task back to requested, through ``store`` (the server's own, or
-    the caller's for an override, so that the release is authorised and audited as theirs)."""
+    the caller's for an override, so that the release is authorised and audited as theirs).
+    ``reason``: why, kept as the Task's statusReason (and so on the referral's timeline)."""
     task = await store.current("Task", task_id)
     if task is None or task.get("status") != "on-hold":
         return
@@ -127,6 +151,8 @@ async def release_task(store: FhirStore, task_id: str) -> None:
         "coding": [coding(REFERRAL_STATE, "awaiting-triage", "Awaiting triage")]
     }
     task.pop("statusReason", None)
+    if reason is not None:
+        task["statusReason"] = {"text": reason}
     await store.update("Task", task_id, task)
 
 
@@ -227,12 +253,12 @@ async def _override_phase_gate(
     await record(store, current.get(outcome.gate.id), decision, note=note, title=outcome.gate.title)
 
 
-async def reevaluate_patient(store: FhirStore, patient_id: str) -> None:
-    """New evidence or a phase change for a person: re-evaluate the gates holding their
-    referrals."""
+async def reevaluate_patient(store: FhirStore, patient_id: str, *, cause: str) -> None:
+    """New evidence or a phase change for a person (``cause``, the resource written):
+    re-evaluate the gates holding their referrals."""
     repository = GateRepository(store.repo.conn)
     for service_request_id in await repository.held_referrals_of(patient_id):
-        await reevaluate_referral(store, service_request_id)
+        await reevaluate_referral(store, service_request_id, cause=cause)
 
 
 async def reevaluate_held(

@@ -96,14 +96,52 @@ async def evaluate_gates(
 ) -> list[Outcome]:
     """Each gate acting on a referral with ``referral_code`` (a CodeableConcept) into
     ``service``, evaluated for the patient today."""
+    gates = await gates_acting(store, service=service, referral_code=referral_code)
+    return await evaluate_for(store, gates, patient_id=patient_id, today=today)
+
+
+async def gates_acting(
+    store: FhirStore, *, service: dict[str, Any], referral_code: Any = None
+) -> list[Gate]:
+    """The gates with a rule (abstinence, phase) acting on a referral with ``referral_code``
+    into ``service``."""
     gates = []
     for gate, _ in await gates_guarding(store, service):
         if gate.applies_to is not None and not await in_value_set(
             store, referral_code, gate.applies_to
         ):
             continue
-        if gate.kind in ("abstinence", "phase"):
+        if gate.kind in KINDS:
             gates.append(gate)
+    return gates
+
+
+def evidence_types(gate: Gate) -> tuple[str, ...]:
+    """The resource types a gate's evaluation reads (beyond its PlanDefinition): what a
+    caller must be allowed to read to see its outcome."""
+    if gate.kind == "phase":
+        return ("CarePlan", "Observation")  # phase 1's record and the readiness review
+    if gate.ost_counts:
+        return ("Observation", "MedicationStatement", "MedicationRequest")
+    return ("Observation",)
+
+
+async def evidence_types_of(store: FhirStore, gate_id: str, kind: str) -> tuple[str, ...]:
+    """``evidence_types`` of the gate ``gate_id``; for a gate no longer active, every type a
+    gate of its kind may read (opioid substitution counting), so that nothing is shown that
+    might depend on a record the caller may not read."""
+    for gate, _ in await _active_gates(store):
+        if gate.id == gate_id:
+            return evidence_types(gate)
+    if kind == "phase":
+        return ("CarePlan", "Observation")
+    return ("Observation", "MedicationStatement", "MedicationRequest")
+
+
+async def evaluate_for(
+    store: FhirStore, gates: list[Gate], *, patient_id: str, today: date
+) -> list[Outcome]:
+    """``gates`` evaluated for the patient today, reading only the evidence they need."""
     if not gates:
         return []
     outcomes = [

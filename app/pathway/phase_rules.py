@@ -171,7 +171,7 @@ async def _after_care_plan(event: WriteEvent) -> None:
     if patient_id is not None:
         from app.pathway.gate_release import reevaluate_patient
 
-        await reevaluate_patient(event.store, patient_id)
+        await reevaluate_patient(event.store, patient_id, cause=f"CarePlan/{event.resource_id}")
 
 
 def phase_events(before: dict[str, Any] | None, after: dict[str, Any]) -> list[dict[str, Any]]:

@@ -80,7 +80,8 @@ async def _evidence_written(event: WriteEvent) -> None:
     document = event.after or event.before or {}
     patient_id = reference_id(document.get("subject"), "Patient")
     if patient_id is not None:
-        await reevaluate_patient(event.store, patient_id)
+        cause = f"{event.resource_type}/{event.resource_id}"
+        await reevaluate_patient(event.store, patient_id, cause=cause)
 
 
 def is_referral(document: dict[str, Any]) -> bool:

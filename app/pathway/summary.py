@@ -14,6 +14,7 @@ from app.fhir.resources import instant
 from app.fhir.store import FhirStore
 from app.pathway.clocks import HELD_BY_GATE, held_by_gate_event, waiting_clock
 from app.pathway.codes import REFERRAL_STATE
+from app.pathway.gate_rules import evidence_types_of
 from app.pathway.phases import active_plan
 from app.pathway.repository import GateRepository, ReferralRepository
 from app.pathway.shared_care import shared_care_parts
@@ -172,11 +173,24 @@ async def _gates(store: FhirStore, patient_id: str) -> list[dict[str, Any]]:
             {"name": "gate", "valueReference": {"reference": f"PlanDefinition/{row.gate_id}"}},
             {"name": "kind", "valueCode": row.gate_kind},
             {"name": "mode", "valueCode": row.mode},
-            {"name": "outcome", "valueCode": row.outcome},
             {"name": "holding", "valueBoolean": bool(row.held)},
             {"name": "decision", "valueCode": row.action},
         ]
         if row.released_by:
             parts.append({"name": "releasedBy", "valueCode": row.released_by})
+        # The outcome comes from the person's records: shown only if the caller may read
+        # every type the gate reads (as $evaluate-gates).
+        needs = await evidence_types_of(store, row.gate_id, row.gate_kind)
+        unreadable = [t for t in needs if not store.access.permits("read", t)]
+        if unreadable:
+            parts.append(
+                {
+                    "name": "omitted",
+                    "valueString": "outcome: the token has no read scope for "
+                    + ", ".join(unreadable),
+                }
+            )
+        else:
+            parts.insert(4, {"name": "outcome", "valueCode": row.outcome})
         gates.append({"name": "gate", "part": parts})
     return gates

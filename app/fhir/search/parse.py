@@ -68,6 +68,9 @@ class Include:
     target_type: str | None
     iterate: bool
     reverse: bool
+    #: The types a forward include may bring in, when the caller's scopes narrowed them
+    #: (app/fhir/search/scoped.py); None: whatever its references point at.
+    targets: tuple[str, ...] | None = None
 
 
 @dataclass

@@ -600,6 +600,8 @@ def _include_statements(include: Include, frontier: list[tuple[str, str]]) -> li
     ]
     if include.target_type:
         scope.append(ref.target_type == include.target_type)
+    if include.targets is not None and not include.reverse:
+        scope.append(ref.target_type.in_(include.targets))
     if include.reverse:
         return [
             select(ref.resource_type, ref.resource_id).where(
