@@ -206,7 +206,17 @@ def holds(outcomes: list[Outcome]) -> list[Outcome]:
 
 
 def hold_reason(held: list[Outcome]) -> dict[str, Any]:
+    """The held Task's statusReason. A Task is read by clients that may not read the person's
+    records, so it names each gate and, for an unknown outcome, the kind of evidence needed,
+    never the evidence itself (a date of last use, a phase's state): that stays in the gate's
+    DetectedIssue and in operations that check the caller may read it."""
     return {
         "coding": [coding(HOLD_REASON, "gate-not-met", "Entry criterion not met")],
-        "text": "Held by " + "; ".join(f"{o.gate.title} ({o.detail})" for o in held),
+        "text": "Held by " + "; ".join(_held_because(o) for o in held),
     }
+
+
+def _held_because(outcome: Outcome) -> str:
+    if outcome.outcome == "unknown":
+        return f"{outcome.gate.title} ({outcome.detail})"
+    return f"{outcome.gate.title} (Not met: its DetectedIssue gives the evidence)"

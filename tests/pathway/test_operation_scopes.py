@@ -140,3 +140,25 @@ async def test_service_gates_returns_plan_definitions_only_to_their_readers(
     answer = await readers.get(path)
     assert answer.status_code == 200
     assert answer.json()["total"] >= 1
+
+
+async def test_a_held_task_names_its_gate_but_not_the_evidence(
+    client: httpx.AsyncClient, scoped_client: Any, clock: SettableClock
+) -> None:
+    """A Task is read by clients that may not read the person's Observations: its hold reason
+    names the gate, and the date of last use stays in the gate's DetectedIssue."""
+    _, request_id, _ = await _held_on_evidence(client)
+    tasks_only = await scoped_client("system/Task.rs")
+    found = await tasks_only.get("/Task", params={"focus": f"ServiceRequest/{request_id}"})
+    assert found.status_code == 200, found.text
+    [entry] = found.json()["entry"]
+    task = entry["resource"]
+    assert task["status"] == "on-hold"
+    assert "Three months abstinent" in task["statusReason"]["text"]
+    assert "2026-05-01" not in found.text
+    assert "53041004" not in found.text
+    assert "Observation/" not in found.text
+    issues = await client.get(
+        "/DetectedIssue", params={"implicated": f"ServiceRequest/{request_id}"}
+    )
+    assert "2026-05-01" in issues.text
