@@ -40,7 +40,6 @@ from tests.security.token_helpers import (
     request_token,
 )
 
-
 # -- discovery ---------------------------------------------------------------------------------
 
 
@@ -529,3 +528,82 @@ def test_the_cli_rotates_the_signing_key(cli_env: Path) -> None:
     assert kids[0] in rotated.output
     assert server.verify_access_token(before).client_id == "ehr"
     assert server.public_jwks()["keys"][0]["kid"] == kids[0]
+
+
+def test_the_cli_removes_clients(cli_env: Path, tmp_path: Path, keys: dict[str, Key]) -> None:
+    runner = CliRunner()
+    name = f"cli-{uuid.uuid4().hex[:8]}"
+    jwks_file = tmp_path / "jwks.json"
+    jwks_file.write_text(public_jwks(keys["ES384"]))
+    added = runner.invoke(
+        cli, ["client", "add", name, "--jwks", str(jwks_file), "--scope", "system/*.rs"]
+    )
+    assert added.exit_code == 0, added.output
+
+    removed = runner.invoke(cli, ["client", "remove", name])
+
+    assert removed.exit_code == 0, removed.output
+    assert "refused within 10 s (WAYMARK_CLIENT_CHECK_SECONDS)" in removed.output
+    assert name not in runner.invoke(cli, ["client", "list"]).output
+    again = runner.invoke(cli, ["client", "remove", name])
+    assert again.exit_code == 1
+    assert "no client named" in again.output
+    # The name is free again.
+    added = runner.invoke(
+        cli, ["client", "add", name, "--jwks", str(jwks_file), "--scope", "system/*.rs"]
+    )
+    assert added.exit_code == 0, added.output
+
+
+def test_the_cli_token_is_for_the_server_on_waymark_port(
+    cli_env: Path, keys: dict[str, Key], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`waymark token` and `waymark serve` derive the base URL alike, from WAYMARK_HOST and
+    WAYMARK_PORT when WAYMARK_BASE_URL is not set."""
+    import uvicorn
+
+    runner = CliRunner()
+    name = f"cli-{uuid.uuid4().hex[:8]}"
+    jwks_file = tmp_path / "jwks.json"
+    jwks_file.write_text(public_jwks(keys["ES384"]))
+    added = runner.invoke(
+        cli, ["client", "add", name, "--jwks", str(jwks_file), "--scope", "system/*.rs"]
+    )
+    assert added.exit_code == 0, added.output
+    monkeypatch.delenv("WAYMARK_BASE_URL")
+    monkeypatch.setenv("WAYMARK_HOST", "0.0.0.0")  # never bound: uvicorn.run is faked below
+    monkeypatch.setenv("WAYMARK_PORT", "9123")
+    get_settings.cache_clear()
+
+    minted = runner.invoke(cli, ["token", "--client", name])
+
+    assert minted.exit_code == 0, minted.output
+    server_url = "http://127.0.0.1:9123"
+    server = TokenService(issuer=server_url, key_file=cli_env)
+    assert server.verify_access_token(minted.stdout.strip()).client_id == name
+    # `waymark serve` on the same settings serves that base URL.
+    monkeypatch.setattr(uvicorn, "run", lambda *_args, **_kwargs: None)
+    get_settings.cache_clear()
+    served = runner.invoke(cli, ["serve"])
+    assert served.exit_code == 0, served.output
+    assert get_settings().base_url == server_url
+
+
+@pytest.mark.parametrize("command", [["token", "--client", "anyone"], ["client", "list"]])
+def test_commands_outside_the_repository_create_no_database(
+    command: list[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("WAYMARK_DATABASE_URL", raising=False)
+    monkeypatch.setenv("WAYMARK_TOKEN_KEY_FILE", str(tmp_path / "keys" / "key.json"))
+    get_settings.cache_clear()
+    try:
+        result = CliRunner().invoke(cli, command)
+    finally:
+        get_settings.cache_clear()
+
+    assert result.exit_code == 1
+    message = result.stderr.strip()
+    assert "\n" not in message
+    assert "no database at ./var/waymark.db (WAYMARK_DATABASE_URL)" in message
+    assert not (tmp_path / "var").exists()
