@@ -215,6 +215,9 @@ async def _form(request: Request) -> dict[str, str]:
     media_type = (request.headers.get("content-type") or "").split(";")[0].strip().lower()
     if media_type != _FORM:
         raise TokenRequestError("invalid_request", f"the body must be {_FORM}")
+    declared = request.headers.get("content-length", "")
+    if declared.isascii() and declared.isdigit() and int(declared) > _MAX_FORM_BYTES:
+        raise TokenRequestError("invalid_request", "the request body is too large")
     body = bytearray()
     async for chunk in request.stream():
         body += chunk

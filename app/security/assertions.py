@@ -73,8 +73,8 @@ def invalid_client(token_url: str, reason: str) -> TokenRequestError:
         "The client could not be authenticated. Check that it is registered and enabled, that "
         "the assertion is signed (RS384 or ES384) by one of its registered keys named by kid, "
         f"that iss and sub are its client_id, aud is {token_url}, exp is at most five minutes "
-        "ahead, and jti is new. The server's log says which check failed for this request "
-        "(see its X-Request-ID).",
+        "ahead, and jti is new. Which check failed is recorded in the server's audit trail "
+        "(the AuditEvent of this response's X-Request-ID).",
         reason=reason,
     )
 
@@ -125,7 +125,7 @@ def read_assertion(form: Mapping[str, str], *, token_url: str, now: datetime) ->
         signed = jws.extract_compact(form["client_assertion"].encode("ascii"), registry=ASSERTIONS)
         header = signed.headers()
         claims = json.loads(signed.payload)
-    except (JoseError, ValueError, UnicodeError) as error:
+    except (JoseError, ValueError, UnicodeError, RecursionError) as error:  # deep nesting too
         raise refuse(f"the assertion is not a signed JWT ({type(error).__name__})") from error
     if not isinstance(claims, dict):
         raise refuse("the assertion's payload is not a JSON object")

@@ -33,9 +33,10 @@ class KeysUnavailable(Exception):
 
 @dataclass(slots=True)
 class _Fetched:
-    keys: KeySet | None  # None: the fetch failed
-    at: datetime
-    backoff: timedelta = timedelta(0)  # how long a failure is remembered
+    keys: KeySet | None  # the keys last fetched (None: no fetch has succeeded)
+    at: datetime  # when they were fetched
+    failed_at: datetime | None = None  # when the latest fetch failed, if it did
+    backoff: timedelta = timedelta(0)  # how long that failure is remembered
 
 
 class ClientKeys:
@@ -80,14 +81,15 @@ class ClientKeys:
         url, now = client.jwks_url, self._clock()
         cached = self._fetched.get(url)
         if cached is not None:
+            failing = cached.failed_at is not None and now - cached.failed_at < cached.backoff
             age = now - cached.at
-            if cached.keys is None:
-                if age < cached.backoff:
-                    raise KeysUnavailable(f"the JWKS of client {client.client_id} failed lately")
-            elif age < self._cache_for and (
-                age < self._refetch_after or any(key.kid == kid for key in cached.keys)
-            ):
-                return cached.keys
+            if cached.keys is not None and age < self._cache_for:
+                # Fresh keys serve, unless the kid is new and a refetch is allowed now.
+                has_kid = any(key.kid == kid for key in cached.keys)
+                if has_kid or failing or age < self._refetch_after:
+                    return cached.keys
+            elif failing:
+                raise KeysUnavailable(f"the JWKS of client {client.client_id} failed lately")
         return await self._shared_fetch(client.client_id, url)
 
     async def _shared_fetch(self, client_id: str, url: str) -> KeySet:
@@ -107,13 +109,14 @@ class ClientKeys:
         try:
             keys = await self._fetch(url)
         except (httpx.HTTPError, ClientRegistryError, TimeoutError) as error:
-            failed_before = previous is not None and previous.keys is None
-            backoff = (
-                min(previous.backoff * 2, self._longest_backoff)
-                if failed_before and previous is not None
-                else self._first_backoff
-            )
-            self._fetched[url] = _Fetched(None, self._clock(), backoff)
+            now = self._clock()
+            backoff = self._first_backoff
+            if previous is not None and previous.failed_at is not None:  # failing again
+                backoff = min(previous.backoff * 2, self._longest_backoff)
+            # Keys fetched before still serve until they go stale: a failed refetch (for a
+            # made-up kid, say) must not lock the client out.
+            kept, at = (previous.keys, previous.at) if previous is not None else (None, now)
+            self._fetched[url] = _Fetched(kept, at, failed_at=now, backoff=backoff)
             log.warning(
                 "JWKS fetch failed for client %s (%s); not retried for %d s",
                 client_id,

@@ -9,6 +9,7 @@ advances it.
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import logging
 from collections.abc import Callable
@@ -157,6 +158,34 @@ async def test_a_failing_jwks_url_is_asked_once_per_backoff_and_never_named(
     logged = [record.getMessage() for record in caplog.records]
     assert any("JWKS fetch failed for client ehr" in line for line in logged), logged
     assert not any("ehr.example" in line or "10.1.2.3" in line for line in logged)
+
+
+async def test_a_failed_refetch_for_an_unknown_kid_keeps_the_keys_fetched_before(
+    http: httpx.AsyncClient, runtime: Runtime, clock: FrozenClock, keys: dict[str, Key]
+) -> None:
+    key = keys["ES384"]
+    served: list[httpx.Response] = [
+        httpx.Response(200, json={"keys": [key.as_dict(private=False)]}),
+        httpx.Response(500),
+    ]
+    fetches = 0
+
+    def jwks(_request: httpx.Request) -> httpx.Response:
+        nonlocal fetches
+        fetches += 1
+        return served.pop(0)
+
+    token_service(runtime, clock, jwks)
+    await register(runtime, "ehr", jwks_url=JWKS_URL)
+    assert (await request_token(http, assertion(key, client_id="ehr", now=clock()))).is_success
+
+    clock.advance(seconds=15)  # past the early-refetch pause: a made-up kid makes one refetch
+    made_up = await request_token(http, assertion(key, client_id="ehr", now=clock(), kid="x"))
+    await assert_refused(runtime, made_up, "no keys")
+    genuine = await request_token(http, assertion(key, client_id="ehr", now=clock()))
+
+    assert genuine.status_code == 200, genuine.text
+    assert fetches == 2
 
 
 async def test_token_work_at_once_is_capped(
@@ -341,6 +370,17 @@ async def test_odd_numeric_dates_are_invalid_client_not_500(
     response = await request_token(http, signed)
 
     await assert_refused(runtime, response, claim)
+
+
+async def test_a_deeply_nested_assertion_is_invalid_client_not_500(
+    http: httpx.AsyncClient, runtime: Runtime, clock: FrozenClock, keys: dict[str, Key]
+) -> None:
+    header = base64.urlsafe_b64encode(b'{"alg":"ES384","kid":"ec-1"}').rstrip(b"=").decode()
+    payload = base64.urlsafe_b64encode(b"[" * 3000 + b"]" * 3000).rstrip(b"=").decode()
+
+    response = await request_token(http, f"{header}.{payload}.c2ln")
+
+    await assert_refused(runtime, response, "not a signed JWT")
 
 
 # -- item 19: one answer for every refused assertion -----------------------------------------------
