@@ -343,7 +343,9 @@ def token(
 ) -> None:
     """Print an access token for a registered client, for trying the API by hand.
 
-    The token is signed with WAYMARK_TOKEN_KEY_FILE, so the server must use the same file.
+    The token is for the server at WAYMARK_BASE_URL (by default http://WAYMARK_HOST:
+    WAYMARK_PORT, as `waymark serve` derives it) and signed with WAYMARK_TOKEN_KEY_FILE, so
+    run it with the server's settings. It reads the database and never creates one.
     """
     from app.security.clients import ClientRegistryError, ClientRepository
     from app.security.scopes import narrow
