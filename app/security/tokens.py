@@ -116,7 +116,7 @@ class TokenService:
         client_check_seconds: int = 10,
         max_concurrent: int = 16,
         failures_per_client: int = 10,
-        failures_global: int = 300,
+        failures_global: int = 100,
         failure_window_seconds: int = 60,
         jwks_timeout_seconds: float = 3.0,
     ) -> None:
