@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Annotated, TypeVar
 
 import typer
 
-from app.config import Settings, get_settings
+from app.config import Settings, get_settings, local_base_url
 from app.logs import logging_config
 
 if TYPE_CHECKING:
@@ -38,14 +38,14 @@ def serve(
     port = port or settings.port
     workers = workers or settings.workers
     # Worker processes read their settings from the environment: pass the CLI's choices on.
-    shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host  # noqa: S104
+    # The base URL follows from them as it does for every command (Settings.base_url).
     os.environ["WAYMARK_HOST"], os.environ["WAYMARK_PORT"] = host, str(port)
-    os.environ.setdefault("WAYMARK_BASE_URL", f"http://{shown}:{port}")
     get_settings.cache_clear()
     settings = _settings_or_exit()
-    typer.echo(f"Waymark FHIR API on http://{shown}:{port}")
-    typer.echo(f"  CapabilityStatement: http://{shown}:{port}/metadata")
-    typer.echo(f"  API docs:            http://{shown}:{port}/docs")
+    local = local_base_url(host, port)
+    typer.echo(f"Waymark FHIR API on {local}")
+    typer.echo(f"  CapabilityStatement: {local}/metadata")
+    typer.echo(f"  API docs:            {local}/docs")
     typer.echo(f"  Database:            {_redacted(settings.database_url)}")
     uvicorn.run(
         "app.main:create_app",
@@ -136,8 +136,8 @@ _JwksUrlOption = Annotated[
 ]
 
 
-def _in_transaction(work: Callable[[AsyncConnection], Awaitable[_T]]) -> _T:
-    """Run ``work`` in one database transaction (the database must be migrated)."""
+def _in_transaction(work: Callable[[AsyncConnection], Awaitable[_T]], *, write: bool = True) -> _T:
+    """Run ``work`` in one database transaction (the database must exist and be migrated)."""
     import asyncio
 
     from sqlalchemy.exc import OperationalError, ProgrammingError
@@ -146,11 +146,12 @@ def _in_transaction(work: Callable[[AsyncConnection], Awaitable[_T]]) -> _T:
     from app.security.clients import ClientRegistryError
 
     settings = _settings_or_exit()
+    _require_database(settings)
 
     async def run() -> _T:
         engine = make_engine(settings)
         try:
-            async with transaction(engine, write=True) as conn:
+            async with transaction(engine, write=write) as conn:
                 return await work(conn)
         finally:
             await engine.dispose()
@@ -167,6 +168,25 @@ def _in_transaction(work: Callable[[AsyncConnection], Awaitable[_T]]) -> _T:
             err=True,
         )
         raise typer.Exit(1) from None
+
+
+def _require_database(settings: Settings) -> None:
+    """Exit with a one-line message when the SQLite database file does not exist: only
+    ``waymark migrate`` makes a database (opening a missing file would create an empty one)."""
+    from sqlalchemy.engine import make_url
+
+    url = make_url(settings.database_url)
+    if url.get_backend_name() != "sqlite" or url.database in (None, "", ":memory:"):
+        return
+    if url.query.get("uri") or url.database.startswith("file:"):
+        return
+    if not Path(url.database).is_file():
+        typer.echo(
+            f"waymark: there is no database at {url.database} (WAYMARK_DATABASE_URL): set "
+            "WAYMARK_DATABASE_URL to the server's database, or make one with `waymark migrate`",
+            err=True,
+        )
+        raise typer.Exit(1)
 
 
 def _jwks_text(jwks: Path | None) -> str | None:
@@ -243,7 +263,7 @@ def client_list() -> None:
     async def all_clients(conn: AsyncConnection) -> list[Client]:
         return await ClientRepository(conn).all()
 
-    for client in _in_transaction(all_clients):
+    for client in _in_transaction(all_clients, write=False):
         if client.jwks is not None:
             kids = [key.get("kid", "?") for key in json.loads(client.jwks)["keys"]]
             keys = f"jwks kid={','.join(kids)}"
@@ -254,26 +274,46 @@ def client_list() -> None:
 
 
 def _set_enabled(name: str, *, enabled: bool) -> None:
+    from app.clock import system_clock
     from app.security.clients import ClientRepository
 
     async def change(conn: AsyncConnection) -> None:
-        await ClientRepository(conn).set_enabled(name, enabled=enabled)
+        await ClientRepository(conn).set_enabled(name, enabled=enabled, now=system_clock())
 
     _in_transaction(change)
 
 
+def _revocation_note() -> str:
+    seconds = _settings_or_exit().client_check_seconds
+    return f"its access tokens are refused within {seconds} s (WAYMARK_CLIENT_CHECK_SECONDS)"
+
+
 @client_cli.command("disable")
 def client_disable(name: Annotated[str, typer.Argument(help="The client's name")]) -> None:
-    """Refuse the client new access tokens (tokens it holds expire within minutes)."""
+    """Refuse the client new access tokens and revoke those it holds (every server notices
+    within WAYMARK_CLIENT_CHECK_SECONDS)."""
     _set_enabled(name, enabled=False)
-    typer.echo(f"Disabled client {name}")
+    typer.echo(f"Disabled client {name}: {_revocation_note()}")
 
 
 @client_cli.command("enable")
 def client_enable(name: Annotated[str, typer.Argument(help="The client's name")]) -> None:
-    """Accept a disabled client again."""
+    """Accept a disabled client again (tokens revoked when it was disabled stay revoked)."""
     _set_enabled(name, enabled=True)
     typer.echo(f"Enabled client {name}")
+
+
+@client_cli.command("remove")
+def client_remove(name: Annotated[str, typer.Argument(help="The client's name")]) -> None:
+    """Forget a client: its access tokens are revoked (every server notices within
+    WAYMARK_CLIENT_CHECK_SECONDS) and its name may be registered again."""
+    from app.security.clients import ClientRepository
+
+    async def remove(conn: AsyncConnection) -> None:
+        await ClientRepository(conn).remove(name)
+
+    _in_transaction(remove)
+    typer.echo(f"Removed client {name}: {_revocation_note()}")
 
 
 @client_cli.command("keys")
@@ -303,7 +343,9 @@ def token(
 ) -> None:
     """Print an access token for a registered client, for trying the API by hand.
 
-    The token is signed with WAYMARK_TOKEN_KEY_FILE, so the server must use the same file.
+    The token is for the server at WAYMARK_BASE_URL (by default http://WAYMARK_HOST:
+    WAYMARK_PORT, as `waymark serve` derives it) and signed with WAYMARK_TOKEN_KEY_FILE, so
+    run it with the server's settings. It reads the database and never creates one.
     """
     from app.security.clients import ClientRegistryError, ClientRepository
     from app.security.scopes import narrow
@@ -320,7 +362,7 @@ def token(
             raise ClientRegistryError(f"none of those scopes is allowed for client {client!r}")
         return granted
 
-    granted = _in_transaction(grant)
+    granted = _in_transaction(grant, write=False)
     asked = [s for text in scope or [] for s in text.split()]
     if asked and sorted(granted) != sorted(asked):
         # The token carries less than was asked for: say so rather than fail later with 403.

@@ -20,6 +20,14 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+def local_base_url(host: str, port: int) -> str:
+    """The URL a server bound to ``host``:``port`` is reached at from this machine."""
+    shown = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host  # noqa: S104
+    if ":" in shown:  # an IPv6 address
+        shown = f"[{shown}]"
+    return f"http://{shown}:{port}"
+
+
 DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///./var/waymark.db"
 
 
@@ -31,8 +39,10 @@ class Settings(BaseSettings):
         description="SQLAlchemy async URL: sqlite+aiosqlite:///... or postgresql+asyncpg://...",
     )
     base_url: str = Field(
-        default="http://127.0.0.1:8000",
-        description="The public base URL of the FHIR endpoint, used in Location and fullUrl.",
+        default="",
+        description="The public base URL of the FHIR endpoint, used in Location, fullUrl and "
+        "as the access tokens' issuer and audience. Default: http://WAYMARK_HOST:WAYMARK_PORT "
+        "(127.0.0.1 for a wildcard host).",
     )
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=1, le=65535)
@@ -51,6 +61,39 @@ class Settings(BaseSettings):
     )
     access_token_seconds: int = Field(
         default=300, ge=30, le=3600, description="Lifetime of an access token, in seconds."
+    )
+    client_check_seconds: int = Field(
+        default=10,
+        ge=0,
+        le=300,
+        description="How long a worker trusts what it last read of a client's registration: "
+        "disabling or removing a client revokes its access tokens within this many seconds.",
+    )
+    token_max_concurrent: int = Field(
+        default=16,
+        ge=1,
+        le=1000,
+        description="Token requests a worker works on at once (before the caller is known); "
+        "more are refused with 503 and Retry-After.",
+    )
+    token_failures_per_client: int = Field(
+        default=10,
+        ge=1,
+        description="Failed client assertions accepted per client name per "
+        "WAYMARK_TOKEN_FAILURE_WINDOW_SECONDS, per worker; more get 429 with Retry-After.",
+    )
+    token_failures_global: int = Field(
+        default=100,
+        ge=1,
+        description="Failed client assertions accepted from all clients together per "
+        "WAYMARK_TOKEN_FAILURE_WINDOW_SECONDS, per worker; more get 429 with Retry-After.",
+    )
+    token_failure_window_seconds: int = Field(default=60, ge=1, le=3600)
+    jwks_timeout_seconds: float = Field(
+        default=3.0,
+        gt=0,
+        le=30,
+        description="Longest wait for a client's JWKS URL, connection to last byte.",
     )
 
     # Per worker. A connection opened past the pool is closed when it is returned, so the pool
@@ -92,6 +135,12 @@ class Settings(BaseSettings):
     @classmethod
     def _strip_trailing_slash(cls, value: str) -> str:
         return value.rstrip("/")
+
+    @model_validator(mode="after")
+    def _base_url_from_host_and_port(self) -> Settings:
+        if not self.base_url:
+            self.base_url = local_base_url(self.host, self.port)
+        return self
 
     @model_validator(mode="after")
     def _auth_off_only_on_loopback(self) -> Settings:

@@ -34,7 +34,9 @@ class Runtime:
 
     def __post_init__(self) -> None:
         # The tokens follow token_clock, even when a test replaces it later.
-        self.tokens = TokenService.from_settings(self.settings, clock=lambda: self.token_clock())
+        self.tokens = TokenService.from_settings(
+            self.settings, clock=lambda: self.token_clock(), engine=self.engine
+        )
         self.audit_trail = AuditTrail(self.engine, self.store)
 
     def store(self, conn: AsyncConnection, access: Access = OPEN_ACCESS) -> FhirStore:

@@ -157,7 +157,9 @@ async def registered_client(runtime: Runtime, client_key: ECKey, test_client_id:
             client_id=test_client_id,
             scopes=["system/*.cruds", "waymark/gate.override"],
             jwks=jwks,
-            now=runtime.clock(),
+            # The token clock: a client registered after its tokens were issued (by the
+            # clinical clock's reckoning, moved by tests) would have them refused.
+            now=runtime.token_clock(),
         )
     return test_client_id
 

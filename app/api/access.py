@@ -73,7 +73,7 @@ async def caller(
             headers={"WWW-Authenticate": _REALM},
         )
     try:
-        audit.principal = runtime.tokens.verify_access_token(credentials.credentials.strip())
+        audit.principal = await runtime.tokens.authenticate(credentials.credentials.strip())
     except InvalidToken as error:
         raise Unauthenticated(
             f"The access token is not accepted: {error}",

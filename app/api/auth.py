@@ -6,16 +6,21 @@ These answer in OAuth's JSON, not FHIR's: a token error is ``{"error", "error_de
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 from urllib.parse import parse_qsl
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from app.api.edge import runtime as _runtime
-from app.db import transaction
+from app.audit.token_events import token_granted, token_refused
+from app.runtime import Runtime
 from app.security.scopes import GATE_OVERRIDE_SCOPE
-from app.security.tokens import ASSERTION_ALGORITHMS, TokenRequestError
+from app.security.tokens import ASSERTION_ALGORITHMS, AccessGrant, TokenRequestError
+
+log = logging.getLogger("waymark.security")
 
 router = APIRouter(tags=["Authorisation"])
 
@@ -78,6 +83,23 @@ _TOKEN_RESPONSES: dict[int | str, Any] = {
         },
     },
 }
+_THROTTLED = {
+    "content": {
+        "application/json": {
+            "schema": {
+                "type": "object",
+                "required": ["error"],
+                "properties": {
+                    "error": {"const": "temporarily_unavailable"},
+                    "error_description": {"type": "string"},
+                },
+            }
+        }
+    },
+    "headers": {"Retry-After": {"schema": {"type": "integer"}, "description": "Seconds"}},
+}
+_TOKEN_RESPONSES[429] = {"description": "Too many failed token requests lately", **_THROTTLED}
+_TOKEN_RESPONSES[503] = {"description": "Too many token requests at once", **_THROTTLED}
 
 
 @router.get(
@@ -142,15 +164,50 @@ async def jwks(request: Request) -> JSONResponse:
 )
 async def token(request: Request) -> JSONResponse:
     runtime = _runtime(request)
+    token_url = runtime.settings.base_url + TOKEN_PATH
+    form: dict[str, str] = {}
+
+    async def record_grant(conn: AsyncConnection, grant: AccessGrant) -> None:
+        event = token_granted(
+            grant, requested=form.get("scope", ""), **_audit_context(request, runtime)
+        )
+        await runtime.store(conn).create_trusted("AuditEvent", [event])
+
     try:
         form = await _form(request)
-        async with transaction(runtime.engine, write=True) as conn:
-            answer = await runtime.tokens.issue(
-                conn, form=form, token_url=runtime.settings.base_url + TOKEN_PATH
-            )
+        answer = await runtime.tokens.issue(
+            form=form, token_url=token_url, record_grant=record_grant
+        )
     except TokenRequestError as error:
-        return JSONResponse(error.body(), status_code=error.status, headers=_NO_STORE)
+        await _record_refusal(request, error)
+        headers = {**_NO_STORE, **error.headers}
+        return JSONResponse(error.body(), status_code=error.status, headers=headers)
+    except Exception as error:
+        failed = TokenRequestError("server_error", "", status=500, reason=type(error).__name__)
+        await _record_refusal(request, failed)
+        raise
     return JSONResponse(answer, headers=_NO_STORE)
+
+
+def _audit_context(request: Request, runtime: Runtime) -> dict[str, Any]:
+    return {
+        "recorded": runtime.clock(),
+        "request_id": request.state.request_id,
+        "server": runtime.settings.base_url,
+        "client_address": request.client.host if request.client else None,
+    }
+
+
+async def _record_refusal(request: Request, error: TokenRequestError) -> None:
+    """The refusal's AuditEvent, through the audit trail's own transaction (nothing of the
+    request's was committed); failing to record it is logged, and the caller still gets the
+    refusal."""
+    runtime = _runtime(request)
+    try:
+        event = token_refused(error, **_audit_context(request, runtime))
+        await runtime.audit_trail.write([event])
+    except Exception as failure:
+        log.error("could not record a refused token request: %s", type(failure).__name__)
 
 
 async def _form(request: Request) -> dict[str, str]:
@@ -158,6 +215,9 @@ async def _form(request: Request) -> dict[str, str]:
     media_type = (request.headers.get("content-type") or "").split(";")[0].strip().lower()
     if media_type != _FORM:
         raise TokenRequestError("invalid_request", f"the body must be {_FORM}")
+    declared = request.headers.get("content-length", "")
+    if declared.isascii() and declared.isdigit() and int(declared) > _MAX_FORM_BYTES:
+        raise TokenRequestError("invalid_request", "the request body is too large")
     body = bytearray()
     async for chunk in request.stream():
         body += chunk

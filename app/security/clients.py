@@ -13,11 +13,10 @@ import re
 import warnings
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlsplit
 
-import httpx
 from joserfc.errors import JoseError, SecurityWarning
 from joserfc.jwk import ECKey, JWKRegistry, Key, KeySet, RSAKey
 from sqlalchemy import RowMapping, delete, insert, select, update
@@ -25,7 +24,6 @@ from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from app.clock import Clock
 from app.config import is_loopback
 from app.security.models import auth_client, auth_jti
 from app.security.scopes import OPERATION_SCOPES, parse_scope
@@ -40,10 +38,6 @@ class ClientRegistryError(Exception):
     """A registration or change refused; the message says why and is safe to show."""
 
 
-class KeysUnavailable(Exception):
-    """A client's public keys could not be had (its JWKS URL failed or served no usable key)."""
-
-
 @dataclass(frozen=True, slots=True)
 class Client:
     client_id: str
@@ -52,10 +46,32 @@ class Client:
     created_at: datetime
     jwks: str | None = None  # the registered JWKS document (public keys only)
     jwks_url: str | None = None
+    #: Access tokens issued until then are refused (set when the client is disabled).
+    tokens_revoked_at: datetime | None = None
+
+    def accepts_token_issued_at(self, issued_at: int) -> bool:
+        """Whether an access token of this client issued at ``issued_at`` (a JWT ``iat``, in
+        whole seconds) still stands: the client is enabled, was registered by then (not a
+        removed client of the same name), and has not had its tokens revoked since."""
+        if not self.enabled or issued_at < int(_aware(self.created_at).timestamp()):
+            return False
+        revoked = self.tokens_revoked_at
+        # A token issued in the second of the revocation is refused: iat has no fraction.
+        return revoked is None or issued_at > int(_aware(revoked).timestamp())
+
+
+def _aware(moment: datetime) -> datetime:
+    """SQLite gives back timestamps without their zone; Waymark stores UTC."""
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+
+
+def is_client_id(text: str) -> bool:
+    """Whether ``text`` could be a client's name (checked before any lookup)."""
+    return _CLIENT_ID.fullmatch(text) is not None
 
 
 def check_client_id(client_id: str) -> str:
-    if not _CLIENT_ID.match(client_id):
+    if not is_client_id(client_id):
         raise ClientRegistryError(
             f"{client_id!r} is not a usable client name: letters, digits, '.', '_' and '-', "
             "starting with a letter or digit, at most 128 characters"
@@ -168,12 +184,14 @@ class ClientRepository:
         check_client_id(client_id)
         if await self.get(client_id) is not None:
             raise ClientRegistryError(f"a client named {client_id!r} is already registered")
+        keys = _keys(jwks, jwks_url)
         client = Client(
             client_id=client_id,
             allowed_scopes=check_scopes(scopes),
             enabled=True,
             created_at=now,
-            **_keys(jwks, jwks_url),
+            jwks=keys["jwks"],
+            jwks_url=keys["jwks_url"],
         )
         await self.conn.execute(
             insert(auth_client).values(
@@ -187,8 +205,21 @@ class ClientRepository:
         )
         return client
 
-    async def set_enabled(self, client_id: str, *, enabled: bool) -> None:
-        await self._update(client_id, enabled=enabled)
+    async def set_enabled(self, client_id: str, *, enabled: bool, now: datetime) -> None:
+        """Enable or disable a client; disabling revokes every access token it holds."""
+        if enabled:
+            await self._update(client_id, enabled=True)
+        else:
+            await self._update(client_id, enabled=False, tokens_revoked_at=now)
+
+    async def remove(self, client_id: str) -> None:
+        """Forget a client: its access tokens are refused, its name may be registered again."""
+        await self.conn.execute(delete(auth_jti).where(auth_jti.c.client_id == client_id))
+        result = await self.conn.execute(
+            delete(auth_client).where(auth_client.c.client_id == client_id)
+        )
+        if result.rowcount == 0:
+            raise ClientRegistryError(f"no client named {client_id!r} is registered")
 
     async def set_scopes(self, client_id: str, scopes: Iterable[str]) -> None:
         await self._update(client_id, allowed_scopes=" ".join(check_scopes(scopes)))
@@ -214,6 +245,13 @@ class ClientRepository:
         result = await self.conn.execute(statement.on_conflict_do_nothing())
         return result.rowcount == 1
 
+    async def assertion_seen(self, client_id: str, jti: str) -> bool:
+        """Whether an assertion with this ``jti`` was accepted before (and not yet pruned)."""
+        query = select(auth_jti.c.jti).where(
+            auth_jti.c.client_id == client_id, auth_jti.c.jti == jti
+        )
+        return (await self.conn.execute(query)).first() is not None
+
     async def prune_assertions(self, *, now: datetime) -> None:
         """Forget the ``jti`` of assertions that have expired (they are refused anyway)."""
         await self.conn.execute(delete(auth_jti).where(auth_jti.c.expires_at < now))
@@ -237,74 +275,5 @@ def _client(row: RowMapping) -> Client:
         created_at=row["created_at"],
         jwks=row["jwks"],
         jwks_url=row["jwks_url"],
+        tokens_revoked_at=row["tokens_revoked_at"],
     )
-
-
-class ClientKeys:
-    """A client's public keys: the registered JWKS, or the one at its URL, cached briefly.
-
-    A client that rotates its keys publishes the new key at its URL before using it; an
-    assertion naming a ``kid`` not in the cached copy makes one early refetch, at most one per
-    ``refetch_after`` so that assertions with made-up kids cannot make Waymark hammer the URL.
-    """
-
-    def __init__(
-        self,
-        *,
-        clock: Clock,
-        transport: httpx.AsyncBaseTransport | None = None,
-        cache_for: timedelta = timedelta(minutes=5),
-        refetch_after: timedelta = timedelta(seconds=10),
-        timeout_seconds: float = 5.0,
-        max_bytes: int = 256 * 1024,
-    ) -> None:
-        self._clock = clock
-        self._transport = transport
-        self._cache_for = cache_for
-        self._refetch_after = refetch_after
-        self._timeout = httpx.Timeout(timeout_seconds)
-        self._max_bytes = max_bytes
-        self._fetched: dict[str, tuple[KeySet, datetime]] = {}
-
-    async def key_set(self, client: Client, *, kid: str) -> KeySet:
-        """The client's keys, refetched once from its URL when none has ``kid``."""
-        if client.jwks is not None:
-            try:
-                return parse_jwks(client.jwks, strict=False)
-            except ClientRegistryError as error:  # only if edited by hand: registration checks
-                message = f"the client's registered JWKS is unusable: {error}"
-                raise KeysUnavailable(message) from error
-        if client.jwks_url is None:
-            raise KeysUnavailable("the client has no keys registered")
-        url, now = client.jwks_url, self._clock()
-        cached = self._fetched.get(url)
-        if cached is not None:
-            keys, fetched_at = cached
-            fresh = now - fetched_at < self._cache_for
-            has_kid = any(key.kid == kid for key in keys)
-            if fresh and (has_kid or now - fetched_at < self._refetch_after):
-                return keys
-        keys = await self._fetch(client.client_id, url)
-        if len(self._fetched) > 1000:  # a bound, not an eviction policy: clients are few
-            self._fetched.clear()
-        self._fetched[url] = (keys, now)
-        return keys
-
-    async def _fetch(self, client_id: str, url: str) -> KeySet:
-        try:
-            async with (
-                httpx.AsyncClient(
-                    transport=self._transport, timeout=self._timeout, follow_redirects=False
-                ) as http,
-                http.stream("GET", url, headers={"Accept": "application/json"}) as response,
-            ):
-                response.raise_for_status()
-                body = bytearray()
-                async for chunk in response.aiter_bytes():
-                    body += chunk
-                    if len(body) > self._max_bytes:
-                        raise ClientRegistryError("the JWKS document is too large")
-            return parse_jwks(bytes(body), strict=False)
-        except (httpx.HTTPError, ClientRegistryError) as error:
-            log.warning("JWKS of client %s unavailable: %s", client_id, type(error).__name__)
-            raise KeysUnavailable(f"the client's JWKS URL gave no usable keys: {error}") from error

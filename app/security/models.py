@@ -30,6 +30,8 @@ auth_client = Table(
     Column("allowed_scopes", Text, nullable=False),  # space-separated SMART scopes
     Column("enabled", Boolean, nullable=False),
     Column("created_at", DateTime(timezone=True), nullable=False),
+    # Access tokens issued until this moment are refused (set when the client is disabled).
+    Column("tokens_revoked_at", DateTime(timezone=True), nullable=True),
 )
 
 #: The ``jti`` of every client assertion accepted, kept until the assertion expires, so that a

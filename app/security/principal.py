@@ -16,3 +16,5 @@ class Principal:
     client_id: str
     scopes: frozenset[str]
     token_id: str | None = None
+    #: The access token's ``iat``: tokens issued before a client's revocation are refused.
+    issued_at: int | None = None

@@ -11,39 +11,55 @@ from __future__ import annotations
 import json
 import logging
 import uuid
-from collections.abc import Iterable, Mapping
-from datetime import UTC, datetime, timedelta
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import httpx
 from joserfc import jws, jwt
 from joserfc.errors import ClaimError, ExpiredTokenError, JoseError
-from joserfc.jwk import Key, KeySet
+from joserfc.jwk import Key
 from joserfc.jws import CompactSignature, JWSRegistry
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from app.clock import Clock, system_clock
 from app.config import Settings
-from app.security.clients import Client, ClientKeys, ClientRepository, KeysUnavailable
+from app.db import transaction
+from app.security.assertions import (
+    ASSERTION_ALGORITHMS,
+    ASSERTION_TYPE,
+    ASSERTIONS,
+    ClientAssertion,
+    TokenRequestError,
+    invalid_client,
+    read_assertion,
+    requested_scopes,
+)
+from app.security.client_directory import ClientDirectory
+from app.security.client_keys import ClientKeys, KeysUnavailable
+from app.security.clients import Client, ClientRepository
 from app.security.principal import Principal
 from app.security.scopes import narrow
 from app.security.signing_keys import SIGNING_ALGORITHM, SigningKeys
+from app.security.throttle import Admission, FailureLimiter, Throttled
+
+__all__ = [
+    "ASSERTION_ALGORITHMS",
+    "ASSERTION_TYPE",
+    "AccessGrant",
+    "InvalidToken",
+    "TokenRequestError",
+    "TokenService",
+]
 
 log = logging.getLogger("waymark.security")
 
-GRANT_TYPE = "client_credentials"
-ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
-ASSERTION_ALGORITHMS = ("RS384", "ES384")
-#: SMART: an assertion's ``exp`` is "no more than five minutes in the future".
-MAX_ASSERTION_LIFETIME = timedelta(minutes=5)
-#: Allowance for the client's clock and ours disagreeing, on every time check.
-CLOCK_SKEW = timedelta(seconds=30)
 #: RFC 9068: the ``typ`` that keeps an access token from being mistaken for another JWT.
 ACCESS_TOKEN_TYPE = "at+jwt"  # noqa: S105 (not a secret)
 
-# Client assertions may carry header parameters of their own; our own tokens may not.
-_ASSERTIONS = JWSRegistry(algorithms=ASSERTION_ALGORITHMS, strict_check_header=False)
+# Our own tokens may carry no header parameters but ours.
 _ACCESS_TOKENS = JWSRegistry(algorithms=[SIGNING_ALGORITHM])
 
 
@@ -55,30 +71,36 @@ class InvalidToken(Exception):
         self.reason = reason
 
 
-class TokenRequestError(Exception):
-    """A refused token request, as an OAuth 2.0 error response (RFC 6749 section 5.2)."""
+@dataclass(frozen=True, slots=True)
+class AccessGrant:
+    """An access token issued: what the audit trail records of it (never the token)."""
 
-    status = 400
-
-    def __init__(self, error: str, description: str) -> None:
-        super().__init__(f"{error}: {description}")
-        self.error = error
-        self.description = description
-
-    def body(self) -> dict[str, str]:
-        return {"error": self.error, "error_description": self.description}
+    client_id: str
+    scopes: list[str]
+    token_id: str
+    expires_in: int
 
 
-def _invalid_client(description: str) -> TokenRequestError:
-    # SMART: every failure to authenticate the client's assertion is invalid_client.
-    return TokenRequestError("invalid_client", description)
+#: Records a grant on the transaction that stores its assertion's jti (the AuditEvent).
+GrantRecorder = Callable[[AsyncConnection, AccessGrant], Awaitable[None]]
+
+
+def _verify_signature(signed: CompactSignature, key: Key) -> bool:
+    """Whether ``key`` made the assertion's signature: the one costly step of a token request,
+    taken last (tests count its calls)."""
+    try:
+        return bool(jws.validate_compact(signed, key, registry=ASSERTIONS))
+    except JoseError:
+        return False
 
 
 class TokenService:
     """Issues access tokens to registered clients and verifies them on every request.
 
     Verifying a token is on every FHIR request's path, so a verified token is remembered
-    (in a bounded map) until it expires: the signature is checked once per token.
+    (in a bounded map) until it expires: the signature is checked once per token. Whether its
+    client still stands (registered, enabled, tokens not revoked) is asked of a
+    :class:`ClientDirectory`, which reads the registry again every few seconds.
     """
 
     def __init__(
@@ -90,12 +112,36 @@ class TokenService:
         access_token_seconds: int = 300,
         http_transport: httpx.AsyncBaseTransport | None = None,
         cache_size: int = 4096,
+        engine: AsyncEngine | None = None,
+        client_check_seconds: int = 10,
+        max_concurrent: int = 16,
+        failures_per_client: int = 10,
+        failures_global: int = 100,
+        failure_window_seconds: int = 60,
+        jwks_timeout_seconds: float = 3.0,
     ) -> None:
         self.issuer = issuer
         self.signing_keys = SigningKeys(key_file)
         self.access_token_seconds = access_token_seconds
         self._clock = clock
-        self._client_keys = ClientKeys(clock=clock, transport=http_transport)
+        self._engine = engine
+        self._client_keys = ClientKeys(
+            clock=clock, transport=http_transport, timeout_seconds=jwks_timeout_seconds
+        )
+        self.clients = (
+            None
+            if engine is None
+            else ClientDirectory(
+                engine, clock=clock, fresh_for=timedelta(seconds=client_check_seconds)
+            )
+        )
+        self._admission = Admission(max_concurrent)
+        self._failures = FailureLimiter(
+            clock=clock,
+            per_client=failures_per_client,
+            overall=failures_global,
+            window_seconds=failure_window_seconds,
+        )
         self._cache_size = cache_size
         self._verified: dict[str, tuple[Principal, float]] = {}
 
@@ -106,6 +152,7 @@ class TokenService:
         *,
         clock: Clock = system_clock,
         http_transport: httpx.AsyncBaseTransport | None = None,
+        engine: AsyncEngine | None = None,
     ) -> TokenService:
         return cls(
             issuer=settings.base_url,
@@ -113,103 +160,126 @@ class TokenService:
             clock=clock,
             access_token_seconds=settings.access_token_seconds,
             http_transport=http_transport,
+            engine=engine,
+            client_check_seconds=settings.client_check_seconds,
+            max_concurrent=settings.token_max_concurrent,
+            failures_per_client=settings.token_failures_per_client,
+            failures_global=settings.token_failures_global,
+            failure_window_seconds=settings.token_failure_window_seconds,
+            jwks_timeout_seconds=settings.jwks_timeout_seconds,
         )
 
     # -- the token endpoint -------------------------------------------------------------------
 
     async def issue(
-        self, conn: AsyncConnection, *, form: Mapping[str, str], token_url: str
+        self,
+        *,
+        form: Mapping[str, str],
+        token_url: str,
+        record_grant: GrantRecorder | None = None,
     ) -> dict[str, Any]:
         """Answer a token request (client credentials with a signed JWT assertion).
 
-        The assertion's ``jti`` is recorded on ``conn``: the caller commits it with the answer.
-        Raises :class:`TokenRequestError`. Assertions are never logged.
+        Cheapest checks first: the form and the assertion's shape and claims (no I/O), then
+        the failure limit, then the client's registration (cached) and the jti (one read),
+        and only then the client's keys (perhaps a fetch) and the signature. No transaction
+        is held until the assertion has verified; then one stores its jti, and ``record_grant``
+        records the grant on it. Raises :class:`TokenRequestError`. Assertions are never
+        logged, and a refused assertion's answer never says why (see ``invalid_client``).
         """
-        requested = _check_request(form)
-        assertion = _parse_assertion(form["client_assertion"])
-        header, claims = assertion.headers(), _claims(assertion)
-        client_id = claims.get("iss")
-        if not isinstance(client_id, str) or claims.get("sub") != client_id:
-            raise _invalid_client("the assertion's iss and sub must both be the client_id")
-        if form.get("client_id", client_id) != client_id:
-            raise _invalid_client("client_id does not match the assertion's iss")
-        repository = ClientRepository(conn)
-        client = await repository.get(client_id)
-        if client is None or not client.enabled:
-            state = "not registered" if client is None else "disabled"
-            raise _invalid_client(f"client {client_id!r} is {state}")
+        claimed: str | None = None
         try:
-            await self._verify_assertion(client, assertion, header)
-            expires = self._check_claims(claims, token_url=token_url)
-            granted = narrow(requested, client.allowed_scopes)
-            if not granted:
-                raise TokenRequestError(
-                    "invalid_scope", "none of the requested scopes is allowed for this client"
-                )
-            now = self._clock()
-            await repository.prune_assertions(now=now)
-            if not await repository.record_assertion(client_id, claims["jti"], expires_at=expires):
-                raise _invalid_client("this assertion's jti has been used before (a replay)")
+            requested = requested_scopes(form)
+            assertion = read_assertion(form, token_url=token_url, now=self._clock())
+            claimed = assertion.client_id
+            self._failures.check(claimed)
+            async with self._admission.admitted():
+                answer = await self._issue(assertion, requested, token_url, record_grant)
+        except Throttled as throttled:
+            error = _throttled(throttled, claimed)
+            log.info("token request of client %s refused: %s", claimed, error.reason)
+            raise error from None
         except TokenRequestError as error:
-            log.info("token request of client %s refused: %s", client_id, error.error)
+            error.client_id = error.client_id or claimed
+            log.info("token request of client %s refused: %s", claimed, error.reason)
             raise
-        log.info("access token issued to client %s for %s", client_id, " ".join(granted))
+        log.info("access token issued to client %s for %s", claimed, answer["scope"])
+        return answer
+
+    async def _issue(
+        self,
+        assertion: ClientAssertion,
+        requested: list[str],
+        token_url: str,
+        record_grant: GrantRecorder | None,
+    ) -> dict[str, Any]:
+        engine, clients = self._engine, self.clients
+        assert engine is not None, "the token endpoint needs a database"
+        assert clients is not None
+        client_id = assertion.client_id
+        try:
+            client = await self._authenticate(assertion, token_url, clients, engine)
+        except TokenRequestError:
+            self._failures.failed(client_id)
+            raise
+        granted = narrow(requested, client.allowed_scopes)
+        if not granted:
+            raise TokenRequestError(
+                "invalid_scope", "none of the requested scopes is allowed for this client"
+            )
+        now = self._clock()
+        async with transaction(engine, write=True) as conn:
+            repository = ClientRepository(conn)
+            await repository.prune_assertions(now=now)
+            jti, until = assertion.jti, assertion.remember_until
+            if not await repository.record_assertion(client_id, jti, expires_at=until):
+                self._failures.failed(client_id)
+                raise invalid_client(token_url, "the assertion's jti was used before (a replay)")
+            token, token_id = self._sign(client_id, granted, now)
+            if record_grant is not None:
+                grant = AccessGrant(client_id, granted, token_id, self.access_token_seconds)
+                await record_grant(conn, grant)
         return {
-            "access_token": self._sign(client_id, granted, now),
+            "access_token": token,
             "token_type": "bearer",
             "expires_in": self.access_token_seconds,
             "scope": " ".join(granted),
         }
 
-    async def _verify_assertion(
-        self, client: Client, assertion: CompactSignature, header: Mapping[str, Any]
-    ) -> None:
-        kid, alg = header.get("kid"), header.get("alg")
-        if alg not in ASSERTION_ALGORITHMS:
-            allowed = " or ".join(ASSERTION_ALGORITHMS)
-            raise _invalid_client(f"the assertion must be signed with {allowed}")
-        if not isinstance(kid, str) or not kid:
-            raise _invalid_client("the assertion's header has no kid")
-        if header.get("typ", "JWT") != "JWT":
-            raise _invalid_client("the assertion's typ must be JWT")
-        if "jku" in header and header["jku"] != client.jwks_url:
-            raise _invalid_client("the assertion's jku is not the client's registered JWKS URL")
-        try:
-            keys = await self._client_keys.key_set(client, kid=kid)
-        except KeysUnavailable as error:
-            raise _invalid_client(str(error)) from error
-        key = _by_kid(keys, kid)
-        if key is None:
-            raise _invalid_client(f"the client has no key with kid {kid!r}")
-        try:
-            verified = jws.validate_compact(assertion, key, registry=_ASSERTIONS)
-        except JoseError as error:
-            raise _invalid_client(f"the key {kid!r} cannot verify {alg}") from error
-        if not verified:
-            raise _invalid_client("the assertion's signature does not verify")
+    async def _authenticate(
+        self,
+        assertion: ClientAssertion,
+        token_url: str,
+        clients: ClientDirectory,
+        engine: AsyncEngine,
+    ) -> Client:
+        """The client the assertion proves it is, cheapest refusals first."""
 
-    def _check_claims(self, claims: dict[str, Any], *, token_url: str) -> datetime:
-        """Check the assertion's claims; the time until which its jti must be remembered."""
-        now = self._clock()
-        registry = jwt.JWTClaimsRegistry(
-            now=int(now.timestamp()),
-            leeway=int(CLOCK_SKEW.total_seconds()),
-            aud={"essential": True, "value": token_url},
-            exp={"essential": True},
-            jti={"essential": True},
-        )
+        def refuse(reason: str) -> TokenRequestError:
+            return invalid_client(token_url, reason)
+
+        client = await clients.get(assertion.client_id)
+        if client is None:
+            raise refuse("the client is not registered")
+        if not client.enabled:
+            raise refuse("the client is disabled")
+        jku = assertion.header.get("jku")
+        if jku is not None and jku != client.jwks_url:
+            raise refuse("the assertion's jku is not the client's registered JWKS URL")
+        async with transaction(engine, write=False) as conn:
+            seen = await ClientRepository(conn).assertion_seen(client.client_id, assertion.jti)
+        if seen:
+            raise refuse("the assertion's jti was used before (a replay)")
         try:
-            registry.validate(claims)
-        except ExpiredTokenError as error:
-            raise _invalid_client("the assertion has expired") from error
-        except ClaimError as error:
-            hint = f" (it must be {token_url})" if error.claim == "aud" else ""
-            message = f"the assertion's {error.claim} claim is not valid{hint}"
-            raise _invalid_client(message) from error
-        expires = datetime.fromtimestamp(claims["exp"], UTC)
-        if expires > now + MAX_ASSERTION_LIFETIME + CLOCK_SKEW:
-            raise _invalid_client("the assertion's exp is more than five minutes away")
-        return expires + CLOCK_SKEW
+            keys = await self._client_keys.key_set(client, kid=assertion.kid)
+        except KeysUnavailable as error:
+            raise refuse(f"no keys: {error}") from error
+        key = next((key for key in keys if key.kid == assertion.kid), None)
+        if key is None:
+            raise refuse("the client has no key with the assertion's kid")
+        if not _verify_signature(assertion.signed, key):
+            raise refuse("the assertion's signature does not verify with the key its kid names")
+        return client
 
     # -- access tokens --------------------------------------------------------------------------
 
@@ -218,23 +288,38 @@ class TokenService:
 
         The caller decides what the client may have; nothing is checked here.
         """
-        return self._sign(client_id, list(scopes), self._clock())
+        return self._sign(client_id, list(scopes), self._clock())[0]
 
-    def _sign(self, client_id: str, scopes: list[str], now: datetime) -> str:
+    def _sign(self, client_id: str, scopes: list[str], now: datetime) -> tuple[str, str]:
+        """A new access token, and its id (``jti``)."""
         key = self.signing_keys.current()
         issued = int(now.timestamp())
+        token_id = uuid.uuid4().hex
         claims = {
             "iss": self.issuer,
             "aud": self.issuer,
             "sub": client_id,
             "client_id": client_id,
             "scope": " ".join(scopes),
-            "jti": uuid.uuid4().hex,
+            "jti": token_id,
             "iat": issued,
             "exp": issued + self.access_token_seconds,
         }
         header = {"alg": SIGNING_ALGORITHM, "kid": key.kid, "typ": ACCESS_TOKEN_TYPE}
-        return jwt.encode(header, claims, key, registry=_ACCESS_TOKENS)
+        return jwt.encode(header, claims, key, registry=_ACCESS_TOKENS), token_id
+
+    async def authenticate(self, token: str) -> Principal:
+        """The caller an access token names, if its client still stands, or
+        :class:`InvalidToken`: checked on every request. A disabled or removed client's tokens
+        are refused once this worker has read the registry again (``client_check_seconds``)."""
+        principal = self.verify_access_token(token)
+        if self.clients is None:
+            return principal
+        client = await self.clients.get(principal.client_id)
+        issued = principal.issued_at
+        if client is None or issued is None or not client.accepts_token_issued_at(issued):
+            raise InvalidToken("the access token has been revoked")
+        return principal
 
     def verify_access_token(self, token: str) -> Principal:
         """The caller an access token names, or :class:`InvalidToken`."""
@@ -293,7 +378,13 @@ class TokenService:
         scope = claims.get("scope")
         if not isinstance(scope, str):
             raise InvalidToken("the access token has no scope")
-        principal = Principal(claims["sub"], frozenset(scope.split()), token_id=claims["jti"])
+        issued = claims.get("iat")
+        principal = Principal(
+            claims["sub"],
+            frozenset(scope.split()),
+            token_id=claims["jti"],
+            issued_at=issued if isinstance(issued, int) else None,
+        )
         return principal, float(claims["exp"])
 
     def _forget_some(self, now: float) -> None:
@@ -309,49 +400,24 @@ class TokenService:
         return self.signing_keys.public_jwks()
 
 
-def _check_request(form: Mapping[str, str]) -> list[str]:
-    """The requested scopes, once the request's form is complete."""
-    grant_type = form.get("grant_type")
-    if not grant_type:
-        raise TokenRequestError("invalid_request", "grant_type is missing")
-    if grant_type != GRANT_TYPE:
-        raise TokenRequestError(
-            "unsupported_grant_type", f"only grant_type={GRANT_TYPE} is supported"
+def _throttled(throttled: Throttled, client_id: str | None) -> TokenRequestError:
+    busy = throttled.busy
+    return TokenRequestError(
+        "temporarily_unavailable",
+        (
+            "the token endpoint is busy"
+            if busy
+            else "too many failed token requests lately; try again later"
         )
-    if form.get("client_assertion_type") != ASSERTION_TYPE:
-        raise _invalid_client(f"client_assertion_type must be {ASSERTION_TYPE}")
-    if not form.get("client_assertion"):
-        raise _invalid_client("client_assertion (a signed JWT) is missing")
-    requested = form.get("scope", "").split()
-    if not requested:
-        raise TokenRequestError("invalid_request", "scope is missing, e.g. scope=system/*.rs")
-    return requested
-
-
-def _parse_assertion(assertion: str) -> CompactSignature:
-    try:
-        parsed = jws.extract_compact(assertion.encode("ascii"), registry=_ASSERTIONS)
-        parsed.headers()
-    except (JoseError, ValueError) as error:
-        raise _invalid_client("client_assertion is not a signed JWT") from error
-    return parsed
-
-
-def _claims(signed: CompactSignature) -> dict[str, Any]:
-    try:
-        claims = json.loads(signed.payload)
-    except ValueError as error:
-        raise _invalid_client("the assertion's payload is not JSON") from error
-    if not isinstance(claims, dict):
-        raise _invalid_client("the assertion's payload is not a JSON object")
-    return claims
+        + f" (retry after {throttled.retry_after} s)",
+        status=503 if busy else 429,
+        headers={"Retry-After": str(throttled.retry_after)},
+        reason="busy" if busy else "failure limit reached",
+        client_id=client_id,
+    )
 
 
 def _token_claims(signed: CompactSignature) -> dict[str, Any]:
     claims = json.loads(signed.payload)  # signed by us: it is our JSON
     assert isinstance(claims, dict)
     return claims
-
-
-def _by_kid(keys: KeySet, kid: str) -> Key | None:
-    return next((key for key in keys if key.kid == kid), None)

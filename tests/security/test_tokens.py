@@ -9,135 +9,36 @@ from __future__ import annotations
 import base64
 import json
 import uuid
-from collections.abc import AsyncIterator, Iterator
-from datetime import datetime, timedelta
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import orjson
 import pytest
-from fastapi import FastAPI
 from joserfc import jwt
-from joserfc.jwk import ECKey, Key, OctKey, RSAKey
+from joserfc.jwk import ECKey, Key, OctKey
 from sqlalchemy import func, select
 from typer.testing import CliRunner
 
 from app.cli import cli
-from app.clock import system_clock
 from app.config import Settings, get_settings
 from app.db import transaction
 from app.runtime import Runtime
 from app.security.clients import ClientRegistryError, ClientRepository
 from app.security.models import auth_jti
-from app.security.tokens import ASSERTION_TYPE, InvalidToken, TokenService
+from app.security.tokens import InvalidToken, TokenService
 from tests.conftest import BASE_URL
-
-TOKEN_URL = f"{BASE_URL}/auth/token"
-
-
-class FrozenClock:
-    """Time that moves only when the test says so."""
-
-    def __init__(self) -> None:
-        self.now = system_clock()
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def advance(self, **delta: float) -> None:
-        self.now += timedelta(**delta)
-
-
-@pytest.fixture(scope="module")
-def keys() -> dict[str, Key]:
-    """A key pair per algorithm SMART allows for client assertions."""
-    return {
-        "RS384": RSAKey.generate_key(2048, parameters={"kid": "rsa-1"}),
-        "ES384": ECKey.generate_key("P-384", parameters={"kid": "ec-1"}),
-    }
-
-
-@pytest.fixture
-def clock(runtime: Runtime) -> FrozenClock:
-    frozen = FrozenClock()
-    runtime.token_clock = frozen
-    return frozen
-
-
-@pytest.fixture
-async def http(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url=BASE_URL) as c:
-        yield c
-
-
-def public_jwks(*keys: Key) -> str:
-    return json.dumps({"keys": [key.as_dict(private=False) for key in keys]})
-
-
-async def register(
-    runtime: Runtime,
-    name: str,
-    *keys: Key,
-    scopes: str = "system/*.cruds",
-    jwks_url: str | None = None,
-) -> None:
-    async with transaction(runtime.engine, write=True) as conn:
-        await ClientRepository(conn).add(
-            client_id=name,
-            scopes=scopes.split(),
-            jwks=None if jwks_url else public_jwks(*keys),
-            jwks_url=jwks_url,
-            now=runtime.token_clock(),
-        )
-
-
-def assertion(
-    key: Key,
-    *,
-    client_id: str,
-    now: datetime,
-    alg: str | None = None,
-    exp_in: int = 240,
-    **overrides: Any,
-) -> str:
-    """A client assertion as SMART Backend Services describes it; ``overrides`` replace or
-    (with None) remove claims, and ``kid`` replaces the header's kid."""
-    alg = alg or ("RS384" if isinstance(key, RSAKey) else "ES384")
-    header = {"alg": alg, "kid": overrides.pop("kid", key.kid), "typ": "JWT"}
-    claims: dict[str, Any] = {
-        "iss": client_id,
-        "sub": client_id,
-        "aud": TOKEN_URL,
-        "exp": int(now.timestamp()) + exp_in,
-        "jti": uuid.uuid4().hex,
-    }
-    claims.update(overrides)
-    claims = {name: value for name, value in claims.items() if value is not None}
-    return jwt.encode(header, claims, key, algorithms=[alg])
-
-
-async def request_token(
-    http: httpx.AsyncClient, signed: str, scope: str = "system/*.rs", **form: str
-) -> httpx.Response:
-    data = {
-        "grant_type": "client_credentials",
-        "scope": scope,
-        "client_assertion_type": ASSERTION_TYPE,
-        "client_assertion": signed,
-        **form,
-    }
-    return await http.post("/auth/token", data=data)
-
-
-def assert_oauth_error(response: httpx.Response, error: str, mentions: str) -> None:
-    assert response.status_code == 400, response.text
-    assert response.headers["cache-control"] == "no-store"
-    body = response.json()
-    assert body["error"] == error
-    assert mentions in body["error_description"]
-    assert "access_token" not in body
-
+from tests.security.token_helpers import (
+    TOKEN_URL,
+    FrozenClock,
+    assert_oauth_error,
+    assert_refused,
+    assertion,
+    public_jwks,
+    register,
+    request_token,
+)
 
 # -- discovery ---------------------------------------------------------------------------------
 
@@ -235,16 +136,16 @@ async def test_no_allowed_scope_is_invalid_scope(
 
 
 @pytest.mark.parametrize(
-    ("claims", "mentions"),
+    ("claims", "reason"),
     [
         ({"exp_in": -120}, "expired"),
         ({"exp_in": 600}, "five minutes"),
         ({"exp": None}, "exp"),
-        ({"aud": "https://elsewhere.example/auth/token"}, f"(it must be {TOKEN_URL})"),
+        ({"aud": "https://elsewhere.example/auth/token"}, "aud is not this token endpoint"),
         ({"aud": None}, "aud"),
         ({"jti": None}, "jti"),
-        ({"sub": "someone-else"}, "iss and sub"),
-        ({"kid": "no-such-key"}, "no key with kid 'no-such-key'"),
+        ({"sub": "someone-else"}, "sub is not its iss"),
+        ({"kid": "no-such-key"}, "no key with the assertion's kid"),
     ],
 )
 async def test_an_assertion_with_bad_claims_is_refused(
@@ -253,14 +154,14 @@ async def test_an_assertion_with_bad_claims_is_refused(
     clock: FrozenClock,
     keys: dict[str, Key],
     claims: dict[str, Any],
-    mentions: str,
+    reason: str,
 ) -> None:
     key = keys["ES384"]
     await register(runtime, "ehr", key)
 
     response = await request_token(http, assertion(key, client_id="ehr", now=clock(), **claims))
 
-    assert_oauth_error(response, "invalid_client", mentions)
+    await assert_refused(runtime, response, reason)
 
 
 async def test_an_expired_assertion_is_refused_by_the_servers_clock(
@@ -272,7 +173,7 @@ async def test_an_expired_assertion_is_refused_by_the_servers_clock(
 
     clock.advance(minutes=2)
 
-    assert_oauth_error(await request_token(http, signed), "invalid_client", "expired")
+    await assert_refused(runtime, await request_token(http, signed), "expired")
 
 
 async def test_a_replayed_assertion_is_refused(
@@ -285,7 +186,7 @@ async def test_a_replayed_assertion_is_refused(
     assert (await request_token(http, signed)).status_code == 200
     replay = await request_token(http, signed)
 
-    assert_oauth_error(replay, "invalid_client", "used before")
+    await assert_refused(runtime, replay, "used before")
 
 
 async def test_the_same_jti_from_two_clients_is_not_a_replay(
@@ -314,11 +215,11 @@ async def test_jtis_of_expired_assertions_are_pruned(
 
 
 async def test_an_unregistered_client_is_refused(
-    http: httpx.AsyncClient, clock: FrozenClock, keys: dict[str, Key]
+    http: httpx.AsyncClient, runtime: Runtime, clock: FrozenClock, keys: dict[str, Key]
 ) -> None:
     signed = assertion(keys["ES384"], client_id="stranger", now=clock())
 
-    assert_oauth_error(await request_token(http, signed), "invalid_client", "not registered")
+    await assert_refused(runtime, await request_token(http, signed), "not registered")
 
 
 async def test_a_disabled_client_is_refused(
@@ -327,11 +228,11 @@ async def test_a_disabled_client_is_refused(
     key = keys["ES384"]
     await register(runtime, "ehr", key)
     async with transaction(runtime.engine, write=True) as conn:
-        await ClientRepository(conn).set_enabled("ehr", enabled=False)
+        await ClientRepository(conn).set_enabled("ehr", enabled=False, now=clock())
 
     response = await request_token(http, assertion(key, client_id="ehr", now=clock()))
 
-    assert_oauth_error(response, "invalid_client", "disabled")
+    await assert_refused(runtime, response, "disabled")
 
 
 async def test_an_assertion_signed_by_another_key_is_refused(
@@ -342,7 +243,7 @@ async def test_an_assertion_signed_by_another_key_is_refused(
 
     response = await request_token(http, assertion(impostor, client_id="ehr", now=clock()))
 
-    assert_oauth_error(response, "invalid_client", "signature does not verify")
+    await assert_refused(runtime, response, "signature does not verify")
 
 
 async def test_an_assertion_whose_alg_does_not_fit_the_key_is_refused(
@@ -357,8 +258,8 @@ async def test_an_assertion_whose_alg_does_not_fit_the_key_is_refused(
         algorithms=["HS256"],
     )
 
-    assert_oauth_error(await request_token(http, rsa_signed), "invalid_client", "cannot verify")
-    assert_oauth_error(await request_token(http, hs256), "invalid_client", "RS384 or ES384")
+    await assert_refused(runtime, await request_token(http, rsa_signed), "does not verify")
+    await assert_refused(runtime, await request_token(http, hs256), "RS384 or ES384")
 
 
 @pytest.mark.parametrize(
@@ -367,9 +268,8 @@ async def test_an_assertion_whose_alg_does_not_fit_the_key_is_refused(
         ({"grant_type": "authorization_code"}, "unsupported_grant_type", "client_credentials"),
         ({"grant_type": ""}, "invalid_request", "grant_type"),
         ({"scope": ""}, "invalid_request", "scope"),
-        ({"client_assertion_type": "urn:other"}, "invalid_client", "client_assertion_type"),
-        ({"client_assertion": "not-a-jwt"}, "invalid_client", "not a signed JWT"),
-        ({"client_id": "someone-else"}, "invalid_client", "client_id"),
+        ({"client_assertion_type": "urn:other"}, "invalid_request", "client_assertion_type"),
+        ({"client_assertion": ""}, "invalid_request", "client_assertion"),
     ],
 )
 async def test_malformed_token_requests_get_oauth_errors(
@@ -414,7 +314,10 @@ async def test_keys_fetched_from_a_jwks_url_follow_the_clients_rotation(
         return httpx.Response(200, json=served)
 
     runtime.tokens = TokenService.from_settings(
-        runtime.settings, clock=clock, http_transport=httpx.MockTransport(client_server)
+        runtime.settings,
+        clock=clock,
+        http_transport=httpx.MockTransport(client_server),
+        engine=runtime.engine,
     )
     await register(runtime, "ehr", jwks_url=jwks_url)
 
@@ -425,28 +328,12 @@ async def test_keys_fetched_from_a_jwks_url_follow_the_clients_rotation(
     served = {"keys": [new.as_dict(private=False)]}  # the client rotates its key
     # An unknown kid just after a fetch does not make Waymark fetch again at once...
     too_soon = await request_token(http, assertion(new, client_id="ehr", now=clock()))
-    assert_oauth_error(too_soon, "invalid_client", "no key with kid 'ec-2'")
+    await assert_refused(runtime, too_soon, "no key with the assertion's kid")
     assert len(fetched) == 1
     # ...but a few seconds on it does, once, and then the new key works.
     clock.advance(seconds=15)
     assert (await request_token(http, assertion(new, client_id="ehr", now=clock()))).is_success
     assert len(fetched) == 2
-
-
-async def test_an_unreachable_jwks_url_is_invalid_client(
-    http: httpx.AsyncClient, runtime: Runtime, clock: FrozenClock, keys: dict[str, Key]
-) -> None:
-    def down(_request: httpx.Request) -> httpx.Response:
-        return httpx.Response(503)
-
-    runtime.tokens = TokenService.from_settings(
-        runtime.settings, clock=clock, http_transport=httpx.MockTransport(down)
-    )
-    await register(runtime, "ehr", jwks_url="https://ehr.example/jwks.json")
-
-    response = await request_token(http, assertion(keys["ES384"], client_id="ehr", now=clock()))
-
-    assert_oauth_error(response, "invalid_client", "JWKS URL")
 
 
 # -- access tokens -------------------------------------------------------------------------------
@@ -641,3 +528,82 @@ def test_the_cli_rotates_the_signing_key(cli_env: Path) -> None:
     assert kids[0] in rotated.output
     assert server.verify_access_token(before).client_id == "ehr"
     assert server.public_jwks()["keys"][0]["kid"] == kids[0]
+
+
+def test_the_cli_removes_clients(cli_env: Path, tmp_path: Path, keys: dict[str, Key]) -> None:
+    runner = CliRunner()
+    name = f"cli-{uuid.uuid4().hex[:8]}"
+    jwks_file = tmp_path / "jwks.json"
+    jwks_file.write_text(public_jwks(keys["ES384"]))
+    added = runner.invoke(
+        cli, ["client", "add", name, "--jwks", str(jwks_file), "--scope", "system/*.rs"]
+    )
+    assert added.exit_code == 0, added.output
+
+    removed = runner.invoke(cli, ["client", "remove", name])
+
+    assert removed.exit_code == 0, removed.output
+    assert "refused within 10 s (WAYMARK_CLIENT_CHECK_SECONDS)" in removed.output
+    assert name not in runner.invoke(cli, ["client", "list"]).output
+    again = runner.invoke(cli, ["client", "remove", name])
+    assert again.exit_code == 1
+    assert "no client named" in again.output
+    # The name is free again.
+    added = runner.invoke(
+        cli, ["client", "add", name, "--jwks", str(jwks_file), "--scope", "system/*.rs"]
+    )
+    assert added.exit_code == 0, added.output
+
+
+def test_the_cli_token_is_for_the_server_on_waymark_port(
+    cli_env: Path, keys: dict[str, Key], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`waymark token` and `waymark serve` derive the base URL alike, from WAYMARK_HOST and
+    WAYMARK_PORT when WAYMARK_BASE_URL is not set."""
+    import uvicorn
+
+    runner = CliRunner()
+    name = f"cli-{uuid.uuid4().hex[:8]}"
+    jwks_file = tmp_path / "jwks.json"
+    jwks_file.write_text(public_jwks(keys["ES384"]))
+    added = runner.invoke(
+        cli, ["client", "add", name, "--jwks", str(jwks_file), "--scope", "system/*.rs"]
+    )
+    assert added.exit_code == 0, added.output
+    monkeypatch.delenv("WAYMARK_BASE_URL")
+    monkeypatch.setenv("WAYMARK_HOST", "0.0.0.0")  # never bound: uvicorn.run is faked below
+    monkeypatch.setenv("WAYMARK_PORT", "9123")
+    get_settings.cache_clear()
+
+    minted = runner.invoke(cli, ["token", "--client", name])
+
+    assert minted.exit_code == 0, minted.output
+    server_url = "http://127.0.0.1:9123"
+    server = TokenService(issuer=server_url, key_file=cli_env)
+    assert server.verify_access_token(minted.stdout.strip()).client_id == name
+    # `waymark serve` on the same settings serves that base URL.
+    monkeypatch.setattr(uvicorn, "run", lambda *_args, **_kwargs: None)
+    get_settings.cache_clear()
+    served = runner.invoke(cli, ["serve"])
+    assert served.exit_code == 0, served.output
+    assert get_settings().base_url == server_url
+
+
+@pytest.mark.parametrize("command", [["token", "--client", "anyone"], ["client", "list"]])
+def test_commands_outside_the_repository_create_no_database(
+    command: list[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("WAYMARK_DATABASE_URL", raising=False)
+    monkeypatch.setenv("WAYMARK_TOKEN_KEY_FILE", str(tmp_path / "keys" / "key.json"))
+    get_settings.cache_clear()
+    try:
+        result = CliRunner().invoke(cli, command)
+    finally:
+        get_settings.cache_clear()
+
+    assert result.exit_code == 1
+    message = result.stderr.strip()
+    assert "\n" not in message
+    assert "no database at ./var/waymark.db (WAYMARK_DATABASE_URL)" in message
+    assert not (tmp_path / "var").exists()
