@@ -118,6 +118,19 @@ def _referral_parts(row: Any, events: list[Any], now: datetime) -> list[dict[str
     return parts
 
 
+def _new_reason(events: list[Any], ended: Any) -> str | None:
+    """The reason given with the closing move. A Task keeps its statusReason until a client
+    changes it, so one carried over from an earlier move (a gate's release) is not why the
+    referral closed."""
+    reason = ended.reason_text or ended.reason_code
+    position = events.index(ended)
+    if position > 0:
+        before = events[position - 1]
+        if reason == (before.reason_text or before.reason_code):
+            return None
+    return str(reason) if reason else None
+
+
 def _closed_parts(row: Any, events: list[Any], now: datetime) -> list[dict[str, Any]]:
     """A closed referral: how and why it ended, and whether a gate was holding it then.
     Listed so that no referral leaves the person's summary unseen: a referral entered in
@@ -148,8 +161,9 @@ def _closed_parts(row: Any, events: list[Any], now: datetime) -> list[dict[str, 
         )
     if ended is not None:
         parts.append({"name": "closed", "valueDateTime": instant(ended.at)})
-        if ended.reason_text or ended.reason_code:
-            parts.append({"name": "reason", "valueString": ended.reason_text or ended.reason_code})
+        reason = _new_reason(events, ended)
+        if reason:
+            parts.append({"name": "reason", "valueString": reason})
         if ended.who:
             parts.append({"name": "who", "valueUri": ended.who})
     parts += [

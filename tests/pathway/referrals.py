@@ -153,3 +153,13 @@ class SettableClock:
 
     def advance(self, days: float) -> None:
         self.now += timedelta(days=days)
+
+
+async def hold_detail(http: httpx.AsyncClient, request: dict[str, Any]) -> str:
+    """What a gate's hold of ``request`` rests on, from the gate's DetectedIssue: the Task
+    names only the gate, as it is read by clients that may not read the evidence."""
+    found = await http.get(
+        "/DetectedIssue", params={"implicated": f"ServiceRequest/{request['id']}"}
+    )
+    [entry] = found.json()["entry"]
+    return str(entry["resource"]["detail"])

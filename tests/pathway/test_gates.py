@@ -21,6 +21,7 @@ from tests.pathway.referrals import (
     ANY_DRUG,
     SNOMED,
     SettableClock,
+    hold_detail,
     new_patient,
     record_last_use,
     record_use_days,
@@ -164,7 +165,7 @@ async def test_occasional_use_variant_for_cmht(
     held = (await _refer(client, daily, "solway-dat", "solway-cmht", "cmht")).json()
     task = await _task(client, held)
     assert task["status"] == "on-hold"
-    assert "20 days of use" in await _hold_detail(client, held)
+    assert "20 days of use" in await hold_detail(client, held)
 
 
 async def _set_gate(http: httpx.AsyncClient, gate_id: str, **changes: Any) -> httpx.Response:
@@ -200,17 +201,7 @@ async def test_opioid_substitution_counts_only_when_the_gate_says_so(
     second = (await _refer(client, patient_id, "solway-dat", "solway-psy", "psychology")).json()
     task = await _task(client, second)
     assert task["status"] == "on-hold"
-    assert "opioid substitution" in await _hold_detail(client, second)
-
-
-async def _hold_detail(http: httpx.AsyncClient, request: dict[str, Any]) -> str:
-    """The evidence a hold rests on is in the gate's DetectedIssue, not the Task (which
-    clients without Observation read may read)."""
-    found = await http.get(
-        "/DetectedIssue", params={"implicated": f"ServiceRequest/{request['id']}"}
-    )
-    [entry] = found.json()["entry"]
-    return str(entry["resource"]["detail"])
+    assert "opioid substitution" in await hold_detail(client, second)
 
 
 async def test_a_mode_change_applies_to_new_evaluations_only(

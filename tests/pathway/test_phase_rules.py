@@ -30,7 +30,7 @@ from tests.pathway.phase_helpers import (
     start_pathway,
     stepped_clock,
 )
-from tests.pathway.referrals import SettableClock, new_patient, task_of
+from tests.pathway.referrals import SettableClock, hold_detail, new_patient, task_of
 
 
 @pytest.fixture
@@ -178,7 +178,7 @@ async def test_a_review_entered_in_error_does_not_complete_phase_one(
     emdr = await refer(client, patient_id, "solway-dat", "solway-psy", "psychology", code=EMDR)
     task = await current_task(client, emdr)
     assert task["status"] == "on-hold"
-    assert "readiness review is missing" in task["statusReason"]["text"]
+    assert "readiness review is missing" in await hold_detail(client, emdr)
 
 
 @pytest.mark.parametrize(
