@@ -1,0 +1,49 @@
+"""The reference in docs/ stays true to the code: every setting is documented, and every
+link between README.md and docs/ leads somewhere (a file, and a heading when one is named)."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from app.config import Settings
+
+ROOT = Path(__file__).resolve().parents[1]
+DOCUMENTS = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
+LINK = re.compile(r"\]\((?!https?:|mailto:|<)([^)\s]+)\)")
+
+
+def _anchor(heading: str) -> str:
+    """GitHub's anchor for a heading: lower case, punctuation dropped, spaces as hyphens."""
+    text = re.sub(r"[^\w\- ]", "", heading.strip().lower())
+    return text.replace(" ", "-")
+
+
+def _anchors(document: Path) -> set[str]:
+    lines = document.read_text().splitlines()
+    return {_anchor(line.lstrip("#")) for line in lines if line.startswith("#")}
+
+
+def test_every_setting_is_in_the_configuration_reference() -> None:
+    reference = (ROOT / "docs" / "configuration.md").read_text()
+    missing = [
+        f"WAYMARK_{name.upper()}"
+        for name in Settings.model_fields
+        if f"WAYMARK_{name.upper()}" not in reference
+    ]
+    assert missing == []
+
+
+@pytest.mark.parametrize("document", DOCUMENTS, ids=lambda p: str(p.relative_to(ROOT)))
+def test_every_link_between_documents_resolves(document: Path) -> None:
+    broken = []
+    for target in LINK.findall(document.read_text()):
+        path, _, anchor = target.partition("#")
+        linked = (document.parent / path).resolve() if path else document
+        if not linked.exists():
+            broken.append(target)
+        elif anchor and linked.suffix == ".md" and anchor not in _anchors(linked):
+            broken.append(target)
+    assert broken == []
