@@ -47,3 +47,18 @@ def test_every_link_between_documents_resolves(document: Path) -> None:
         elif anchor and linked.suffix == ".md" and anchor not in _anchors(linked):
             broken.append(target)
     assert broken == []
+
+
+def test_every_test_the_hazard_log_names_exists() -> None:
+    """A control is only as good as the test said to verify it: each one named must exist."""
+    log = (ROOT / "docs" / "clinical-safety" / "hazard-log.md").read_text()
+    missing = []
+    for cell in re.findall(r"\|([^|]*::[^|]*)\|\s*$", log, flags=re.MULTILINE):
+        module = None
+        for reference in re.findall(r"`([^`]+)`", cell):
+            file, _, name = reference.rpartition("::")
+            module = file or module
+            source = (ROOT / "tests" / "pathway" / str(module)).read_text()
+            if f"def {name}(" not in source:
+                missing.append(f"{module}::{name}")
+    assert missing == []
