@@ -89,8 +89,8 @@ async def _referrals(
     return found + closed, overdue
 
 
-def _referral_parts(row: Any, events: list[Any], now: datetime) -> list[dict[str, Any]]:
-    clock = waiting_clock(events, now)
+def _identity_parts(row: Any) -> list[dict[str, Any]]:
+    """Which referral, to whom, and where it stands: the parts open and closed ones share."""
     parts: list[dict[str, Any]] = [
         {
             "name": "referral",
@@ -107,6 +107,12 @@ def _referral_parts(row: Any, events: list[Any], now: datetime) -> list[dict[str
                 "valueCoding": {"system": REFERRAL_STATE, "code": row.business_status},
             }
         )
+    return parts
+
+
+def _referral_parts(row: Any, events: list[Any], now: datetime) -> list[dict[str, Any]]:
+    clock = waiting_clock(events, now)
+    parts = _identity_parts(row)
     if row.liberation_date is not None:
         parts.append({"name": "liberationDate", "valueDate": row.liberation_date.isoformat()})
     parts += [
@@ -143,22 +149,7 @@ def _closed_parts(row: Any, events: list[Any], now: datetime) -> list[dict[str, 
     )
     closure = next((i for i, e in enumerate(events) if e.to_status not in OPEN), 0)
     held_when_closed = closure > 0 and held_by_gate_event(events[closure - 1])
-    parts: list[dict[str, Any]] = [
-        {
-            "name": "referral",
-            "valueReference": {"reference": f"ServiceRequest/{row.service_request_id}"},
-        },
-        {"name": "task", "valueReference": {"reference": f"Task/{row.task_id}"}},
-        {"name": "to", "valueReference": {"reference": f"HealthcareService/{row.to_service_id}"}},
-        {"name": "status", "valueCode": row.status},
-    ]
-    if row.business_status:
-        parts.append(
-            {
-                "name": "businessStatus",
-                "valueCoding": {"system": REFERRAL_STATE, "code": row.business_status},
-            }
-        )
+    parts = _identity_parts(row)
     if ended is not None:
         parts.append({"name": "closed", "valueDateTime": instant(ended.at)})
         reason = _new_reason(events, ended)
